@@ -1,0 +1,112 @@
+// The backend: the only layer that touches the driver.
+//
+// A small interface over the CUDA driver's virtual memory management:
+// reserve/free virtual address ranges, create/release physical handles,
+// map/unmap handles into reserved ranges, set access, and fences (an event
+// recorded on a stream; query it; wait on that one fence only).
+//
+// Implementations:
+//   CudaBackend         - the driver API, loaded at run time (cuda_backend.hpp)
+//   HostBackend         - the same semantics in host memory, with host
+//                         streams run by worker threads (host_backend.hpp)
+//   FaultInjectingBackend - wraps another and fails the Nth call of a kind
+//
+// Errors: every method may throw DriverError (naming the call), create() may
+// throw DeviceOutOfMemoryError. destroy_fence() never throws. A failed call
+// changes nothing (a failed map leaves the range unmapped, and so on).
+// Implementations are thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "vmmalloc/vmmalloc.h"
+
+namespace vmm {
+
+using Stream = vmm_stream_t;
+
+// A physical memory handle (CUmemGenericAllocationHandle, or a host memfd).
+struct PhysicalHandle {
+  std::uint64_t value = 0;
+  friend bool operator==(PhysicalHandle, PhysicalHandle) = default;
+};
+
+// A recorded fence (a CUevent, or a host fence object).
+struct FenceHandle {
+  void* value = nullptr;
+  friend bool operator==(FenceHandle, FenceHandle) = default;
+};
+
+struct DeviceMemoryInfo {
+  std::size_t free_bytes = 0;
+  std::size_t total_bytes = 0;
+};
+
+// The kinds of call, for fault injection and driver-call counting.
+enum class BackendCall : int {
+  reserve,
+  free_va,
+  create,
+  release,
+  map,
+  unmap,
+  set_access,
+  record_fence,
+  query_fence,
+  wait_fence,
+  count_  // number of kinds
+};
+inline constexpr int kBackendCallKinds = static_cast<int>(BackendCall::count_);
+const char* backend_call_name(BackendCall call) noexcept;  // "map", "create", ...
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // "cuda" or "host" (a wrapper reports the backend it wraps).
+  virtual const char* name() const noexcept = 0;
+  // Device ordinal this backend serves.
+  virtual int device() const noexcept = 0;
+  // Mapping granularity (2 MiB on current GPUs): sizes, offsets and
+  // reservation alignments are multiples of it.
+  virtual std::size_t granularity() const noexcept = 0;
+  // Free and total device memory as the driver reports it (cuMemGetInfo).
+  virtual DeviceMemoryInfo memory_info() = 0;
+
+  // Reserves `bytes` (a multiple of granularity) of VA aligned to
+  // `alignment` (a power of two, >= granularity). Nothing is mapped.
+  virtual std::uintptr_t reserve(std::size_t bytes, std::size_t alignment) = 0;
+  // Frees a whole reservation made by reserve(); nothing may be mapped in it.
+  virtual void free_va(std::uintptr_t base, std::size_t bytes) = 0;
+
+  // Creates a physical handle of `bytes` (a multiple of granularity),
+  // exportable as a POSIX file descriptor where the backend can.
+  virtual PhysicalHandle create(std::size_t bytes) = 0;
+  virtual void release(PhysicalHandle handle) = 0;
+
+  // Maps the whole of `handle` (of `bytes`) at `va` (granularity-aligned,
+  // inside a reservation, currently unmapped). Access is not yet granted.
+  virtual void map(std::uintptr_t va, std::size_t bytes, PhysicalHandle handle) = 0;
+  // Unmaps [va, va+bytes), which must cover whole mappings. Does NOT wait for
+  // work that uses the range: the caller must have waited on its fence.
+  virtual void unmap(std::uintptr_t va, std::size_t bytes) = 0;
+  // Grants the device read/write access to mapped [va, va+bytes).
+  virtual void set_access(std::uintptr_t va, std::size_t bytes) = 0;
+
+  // Records a fence after the work queued so far on `stream` (0: the legacy
+  // default stream). Cheap, never waits.
+  virtual FenceHandle record_fence(Stream stream) = 0;
+  // True once all work before the fence has completed. Never waits.
+  virtual bool fence_completed(FenceHandle fence) = 0;
+  // Blocks until the fence completes; waits for nothing else.
+  virtual void wait_fence(FenceHandle fence) = 0;
+  virtual void destroy_fence(FenceHandle fence) noexcept = 0;
+
+  // Called once on each background thread that will query fences (the
+  // reclaimer): makes the device's context current and switches the thread
+  // to relaxed stream-capture mode so its queries never break a capture.
+  virtual void prepare_background_thread() {}
+};
+
+}  // namespace vmm
