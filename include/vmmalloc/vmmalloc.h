@@ -77,7 +77,9 @@ VMM_API vmm_status vmm_workspace_capacity(const vmm_workspace* ws, size_t* capac
 VMM_API vmm_status vmm_workspace_mapped_bytes(const vmm_workspace* ws, size_t* mapped);
 
 /* Destroys the workspace. Its memory is unmapped once the work queued on
- * `stream` so far has completed; the call never waits. ws may be NULL. */
+ * `stream` so far has completed; the call never waits. ws may be NULL. If it
+ * fails (VMM_ERROR_DRIVER: the fence could not be recorded) the workspace is
+ * intact and still the caller's: destroy it again later. */
 VMM_API vmm_status vmm_workspace_destroy(vmm_workspace* ws, vmm_stream_t stream);
 
 #ifdef __cplusplus

@@ -1,0 +1,77 @@
+// DeviceContext wiring and the process-wide contexts (one per device).
+//
+// The process-wide contexts are created on first use and deliberately never
+// destroyed: static destructors run in no reliable order against the CUDA
+// driver's own teardown, and unmapping after the driver is gone can only
+// fail. The operating system reclaims everything at exit.
+#include "allocator/device_context.hpp"
+
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "allocator/backend/default_backend.hpp"
+#include "allocator/log.hpp"
+#include "vmmalloc/errors.hpp"
+
+namespace vmm {
+
+DeviceContext::DeviceContext(std::unique_ptr<Backend> backend, const Config& config)
+    : backend_(std::move(backend)), config_(config) {
+  config_.validate();
+  pool_ = std::make_unique<PhysicalPool>(*backend_, config_);
+  address_space_ = std::make_unique<AddressSpace>(*backend_, config_);
+  reclaimer_ = std::make_unique<Reclaimer>(*backend_, *pool_, *address_space_);
+}
+
+DeviceContext::~DeviceContext() {
+  reclaimer_.reset();  // drains pending reclaims into the pool
+  pool_.reset();       // releases cached chunks
+  address_space_.reset();
+}
+
+namespace {
+
+struct ProcessState {
+  std::mutex mutex;
+  std::optional<Config> config;  // set by configure_process or on first use
+  std::map<int, DeviceContext*> contexts;
+};
+
+ProcessState& process_state() {
+  static ProcessState* state = new ProcessState();  // never destroyed: see top
+  return *state;
+}
+
+}  // namespace
+
+void configure_process(const Config& config) {
+  config.validate();
+  ProcessState& st = process_state();
+  std::lock_guard lock(st.mutex);
+  if (!st.contexts.empty()) {
+    throw InvalidArgumentError(
+        "vmmalloc is already in use on a device; configure it before the first allocation");
+  }
+  st.config = config;
+  set_log_level(config.log_level);
+}
+
+DeviceContext& device_context(int device) {
+  ProcessState& st = process_state();
+  std::lock_guard lock(st.mutex);
+  if (!st.config) {
+    st.config = Config::from_environment();
+    set_log_level(st.config->log_level);
+  }
+  if (device < 0) device = default_backend_current_device(*st.config);
+  auto it = st.contexts.find(device);
+  if (it != st.contexts.end()) return *it->second;
+  auto* ctx = new DeviceContext(make_default_backend(*st.config, device), *st.config);
+  st.contexts.emplace(device, ctx);
+  log(LogLevel::info, "device %d: %s backend ready", device, ctx->backend().name());
+  return *ctx;
+}
+
+}  // namespace vmm

@@ -1,0 +1,122 @@
+// Reclaimer: deferred unmaps. Memory that queued GPU work may still touch is
+// handed over with the fences of that work; once every fence of an entry has
+// completed, the reclaimer unmaps the entry's mappings, returns their chunks
+// to the pool and frees its address range (if any). Nothing here waits for
+// any other work: a background thread polls fences (it runs in relaxed
+// stream-capture mode, so it never breaks a user's CUDA-graph capture), and
+// only drain() - used under memory pressure and at shutdown - blocks, on the
+// fences of the pending entries alone.
+//
+// Thread-safety: one mutex guards the entry list and the counters; unmapping
+// and pool/address-space calls run outside it. An entry being processed is
+// marked so cancel() can wait for it to finish instead of racing it.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "allocator/address_space.hpp"
+#include "allocator/backend/backend.hpp"
+#include "allocator/fence.hpp"
+#include "allocator/physical_pool.hpp"
+
+namespace vmm {
+
+// One mapped chunk: `chunk` is mapped (whole) at `va`.
+struct Mapping {
+  std::uintptr_t va = 0;
+  Chunk chunk;
+  std::uintptr_t end() const noexcept { return va + chunk.bytes; }
+};
+
+struct ReclaimerStats {
+  std::size_t pending_bytes = 0;    // mapped bytes waiting for their fences
+  std::size_t pending_entries = 0;
+  std::uint64_t reclaimed_entries = 0;
+  std::uint64_t reclaimed_bytes = 0;
+  std::uint64_t cancelled_entries = 0;
+  std::uint64_t failures = 0;       // reclaims retried because an unmap failed
+};
+
+class Reclaimer {
+ public:
+  using Ticket = std::uint64_t;
+
+  // A pending entry taken back by cancel(): its mappings are still mapped,
+  // with access granted, and its fences still guard them.
+  struct Cancelled {
+    std::vector<Fence> fences;
+    std::vector<Mapping> mappings;
+  };
+
+  // Starts the background thread unless `background_thread` is false (then
+  // only poll() and drain() reclaim; used by deterministic tests).
+  Reclaimer(Backend& backend, PhysicalPool& pool, AddressSpace& space,
+            bool background_thread = true);
+  // Stops the thread, then drains (waits on every pending fence).
+  ~Reclaimer();
+  Reclaimer(const Reclaimer&) = delete;
+  Reclaimer& operator=(const Reclaimer&) = delete;
+
+  // Queues an entry: once all `fences` complete, unmap `mappings`, give their
+  // chunks to the pool, then return `range` (if not empty) to the address
+  // space. Never waits, never throws except std::bad_alloc.
+  Ticket submit(std::vector<Fence> fences, std::vector<Mapping> mappings, VaRange range = {});
+
+  // Takes a pending entry back before it is reclaimed. Returns nullopt if it
+  // was already reclaimed (its address range is then unmapped); if it is
+  // being reclaimed right now, waits for that to finish first.
+  std::optional<Cancelled> cancel(Ticket ticket);
+
+  // Reclaims every entry whose fences have completed; never waits on a fence.
+  // Returns the number of entries reclaimed.
+  std::size_t poll();
+  // Waits on the fences of every pending entry and reclaims them; returns
+  // the number reclaimed. Used under memory pressure and at shutdown. An
+  // entry whose fence wait fails stays pending, unless `force` (shutdown:
+  // the driver is going away and unmapping is the only way forward).
+  std::size_t drain(bool force = false);
+
+  ReclaimerStats stats() const;
+
+ private:
+  struct Entry {
+    Ticket ticket = 0;
+    std::vector<Fence> fences;
+    std::vector<Mapping> mappings;
+    VaRange range;
+    std::size_t bytes = 0;
+    bool in_progress = false;
+  };
+  // Claims ready entries (all fences done, or all when `wait`), marking them
+  // in progress. Lock NOT held on entry.
+  std::vector<Entry*> claim(bool wait);
+  // Unmaps the entry's mappings and gives their chunks to the pool; returns
+  // false if some unmap failed (those stay in the entry). Lock NOT held.
+  bool reclaim(Entry& entry);
+  // Clears the in-progress marks; removes complete entries (freeing their
+  // address ranges) and wakes cancel()/drain() waiters. Lock NOT held.
+  void finish(const std::vector<Entry*>& claimed, const std::vector<bool>& complete);
+  void run();
+
+  Backend& backend_;
+  PhysicalPool& pool_;
+  AddressSpace& space_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;      // new entry or stop
+  std::condition_variable finished_;  // an in-progress entry finished
+  std::list<Entry> entries_;
+  Ticket next_ticket_ = 1;
+  bool stopping_ = false;
+  ReclaimerStats stats_;
+  std::thread thread_;
+};
+
+}  // namespace vmm

@@ -1,0 +1,103 @@
+// Shared set-up for the backend-generic suites: a test device (streams and
+// queued work), the backend under test wrapped in a FaultInjectingBackend,
+// and a DeviceContext over it. The fixture types select the backend:
+// HostFixture in vmm_host_tests, CudaFixture in vmm_gpu_tests.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <thread>
+
+#include "allocator/backend/fault_injecting_backend.hpp"
+#include "allocator/backend/host_backend.hpp"
+#include "allocator/device_context.hpp"
+#include "allocator/units.hpp"
+#include "tests/common/catch.hpp"
+#include "tests/common/test_device.hpp"
+
+namespace vmm::test {
+
+struct HostFixture {
+  static std::unique_ptr<TestDevice> make() { return make_host_test_device(); }
+};
+#ifdef VMM_TEST_HAVE_CUDA
+struct CudaFixture {
+  static std::unique_ptr<TestDevice> make() { return make_cuda_test_device(); }
+};
+#endif
+
+// Small reservations keep sanitizer builds happy; a modest cache limit keeps
+// shrink tests meaningful.
+inline Config test_config() {
+  Config c;
+  c.va_reservation_size = 8 * GiB;
+  c.pool_cache_limit = 64 * MiB;
+  return c;
+}
+
+class Harness {
+ public:
+  explicit Harness(std::unique_ptr<TestDevice> device, Config config = test_config())
+      : device_(std::move(device)), inner_(device_->make_backend()) {
+    auto faulty = std::make_unique<FaultInjectingBackend>(*inner_);
+    faults_ = faulty.get();
+    baseline_free_ = inner_->memory_info().free_bytes;
+    context_ = std::make_unique<DeviceContext>(std::move(faulty), config);
+    stream_ = device_->create_stream();
+  }
+  ~Harness() {
+    device_->synchronize(stream_);
+    context_.reset();
+    device_->destroy_stream(stream_);
+  }
+  Harness(const Harness&) = delete;
+  Harness& operator=(const Harness&) = delete;
+
+  TestDevice& device() { return *device_; }
+  DeviceContext& context() { return *context_; }
+  FaultInjectingBackend& faults() { return *faults_; }
+  Backend& inner() { return *inner_; }
+  Stream stream() const { return stream_; }
+
+  // Destroys the context and reports whether anything leaked on the backend.
+  bool destroy_context_and_check_no_leak() {
+    device_->synchronize(stream_);
+    context_.reset();
+    if (auto* host = dynamic_cast<HostBackend*>(inner_.get())) {
+      return host->live_handles() == 0 && host->live_reservations() == 0;
+    }
+    // A GPU: every handle is at least 2 MiB, so any leaked one shows.
+    const std::size_t now = inner_->memory_info().free_bytes;
+    return now + 2 * MiB > baseline_free_;
+  }
+
+  // Polls the reclaimer until nothing is pending (the work before the fences
+  // must be finished or finishing). False after `timeout`.
+  bool wait_reclaimed(std::chrono::milliseconds timeout = std::chrono::milliseconds(5000)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (context_->reclaimer().stats().pending_entries != 0) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      context_->reclaimer().poll();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return true;
+  }
+
+ private:
+  std::unique_ptr<TestDevice> device_;
+  std::unique_ptr<Backend> inner_;
+  FaultInjectingBackend* faults_ = nullptr;
+  std::size_t baseline_free_ = 0;
+  std::unique_ptr<DeviceContext> context_;
+  Stream stream_ = nullptr;
+};
+
+// Accounting that must hold whenever no operation is in flight.
+inline void check_accounting(DeviceContext& ctx, std::size_t mapped_by_regions) {
+  const PoolStats p = ctx.pool().stats();
+  const ReclaimerStats r = ctx.reclaimer().stats();
+  CHECK(p.created_bytes == p.acquired_bytes + p.cached_bytes);
+  CHECK(p.acquired_bytes == mapped_by_regions + r.pending_bytes);
+}
+
+}  // namespace vmm::test
