@@ -6,6 +6,7 @@
 // fail. The operating system reclaims everything at exit.
 #include "allocator/device_context.hpp"
 
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -44,6 +45,16 @@ ProcessState& process_state() {
   return *state;
 }
 
+// Runs at exit before the CUDA driver's own teardown (exit handlers run in
+// reverse order of registration, and ours is registered after the backend
+// initialised the driver): the reclaimer threads stop, so none queries a
+// driver that is going away. Pending reclaims are left to the OS.
+void stop_reclaimers_at_exit() {
+  ProcessState& st = process_state();
+  std::lock_guard lock(st.mutex);
+  for (auto& [device, ctx] : st.contexts) ctx->reclaimer().stop_background_thread();
+}
+
 }  // namespace
 
 void configure_process(const Config& config) {
@@ -69,6 +80,7 @@ DeviceContext& device_context(int device) {
   auto it = st.contexts.find(device);
   if (it != st.contexts.end()) return *it->second;
   auto* ctx = new DeviceContext(make_default_backend(*st.config, device), *st.config);
+  if (st.contexts.empty()) std::atexit(stop_reclaimers_at_exit);
   st.contexts.emplace(device, ctx);
   log(LogLevel::info, "device %d: %s backend ready", device, ctx->backend().name());
   return *ctx;

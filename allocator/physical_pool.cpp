@@ -39,6 +39,8 @@ PhysicalPool::PhysicalPool(Backend& backend, const Config& config)
     cap_bytes_ = align_down(
         static_cast<std::size_t>(static_cast<double>(info.total_bytes) * config.memory_cap_fraction),
         granularity_);
+    // A tiny fraction still means "a cap", never "no cap" (0).
+    cap_bytes_ = std::max(cap_bytes_, granularity_);
   }
   stats_.memory_cap_bytes = cap_bytes_;
   free_.resize(classes_.size());
@@ -109,7 +111,9 @@ void PhysicalPool::release_chunks(const std::vector<Chunk>& chunks) {
 }
 
 std::vector<Chunk> PhysicalPool::acquire(const std::vector<std::size_t>& sizes) {
-  std::vector<Chunk> result;
+  // result[i] is the chunk for sizes[i]: cache hits first, then the missing
+  // ones are created (indices in `missing`).
+  std::vector<Chunk> result(sizes.size());
   std::vector<std::size_t> missing;
   std::vector<Chunk> victims;
   std::size_t need = 0;
@@ -118,18 +122,21 @@ std::vector<Chunk> PhysicalPool::acquire(const std::vector<std::size_t>& sizes) 
       throw InvalidArgumentError("physical pool: " + format_bytes(s) + " is not a chunk class");
     }
   }
+  std::vector<Chunk> hits;
   {
     std::lock_guard lock(mutex_);
-    for (std::size_t s : sizes) {
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      const std::size_t s = sizes[i];
       auto& list = free_[static_cast<std::size_t>(class_index(s))];
       if (!list.empty()) {
-        result.push_back({list.back(), s});
+        result[i] = {list.back(), s};
+        hits.push_back(result[i]);
         list.pop_back();
         stats_.cached_bytes -= s;
         stats_.acquired_bytes += s;
         ++stats_.cache_hits;
       } else {
-        missing.push_back(s);
+        missing.push_back(i);
         need += s;
       }
     }
@@ -138,7 +145,7 @@ std::vector<Chunk> PhysicalPool::acquire(const std::vector<std::size_t>& sizes) 
       if (stats_.created_bytes + need > cap_bytes_) {
         const std::size_t created = stats_.created_bytes;
         // Undo: cache hits and victims go back to the cache.
-        for (const Chunk& c : result) {
+        for (const Chunk& c : hits) {
           free_[static_cast<std::size_t>(class_index(c.bytes))].push_back(c.handle);
           stats_.cached_bytes += c.bytes;
           stats_.acquired_bytes -= c.bytes;
@@ -159,14 +166,12 @@ std::vector<Chunk> PhysicalPool::acquire(const std::vector<std::size_t>& sizes) 
   }
   if (!victims.empty()) release_chunks(victims);
 
-  std::size_t created_ok = 0;
+  std::vector<Chunk> fresh;
   auto undo = [&](std::size_t uncharged) {
     // Newly created chunks are released (memory is short), cache hits go back.
-    std::vector<Chunk> fresh(result.end() - static_cast<std::ptrdiff_t>(created_ok), result.end());
-    result.resize(result.size() - created_ok);
     release_chunks(fresh);
     std::lock_guard lock(mutex_);
-    for (const Chunk& c : result) {
+    for (const Chunk& c : hits) {
       free_[static_cast<std::size_t>(class_index(c.bytes))].push_back(c.handle);
       stats_.cached_bytes += c.bytes;
       stats_.acquired_bytes -= c.bytes;
@@ -178,7 +183,8 @@ std::vector<Chunk> PhysicalPool::acquire(const std::vector<std::size_t>& sizes) 
   };
 
   std::size_t uncharged = need;
-  for (std::size_t s : missing) {
+  for (std::size_t i : missing) {
+    const std::size_t s = sizes[i];
     PhysicalHandle h;
     try {
       try {
@@ -211,8 +217,8 @@ std::vector<Chunk> PhysicalPool::acquire(const std::vector<std::size_t>& sizes) 
       undo(uncharged);
       throw;
     }
-    result.push_back({h, s});
-    ++created_ok;
+    result[i] = {h, s};
+    fresh.push_back(result[i]);
     uncharged -= s;
     std::lock_guard lock(mutex_);
     ++stats_.creates;
@@ -221,15 +227,17 @@ std::vector<Chunk> PhysicalPool::acquire(const std::vector<std::size_t>& sizes) 
 }
 
 void PhysicalPool::give_back(const std::vector<Chunk>& chunks) {
-  {
-    std::lock_guard lock(mutex_);
-    for (const Chunk& c : chunks) {
-      free_[static_cast<std::size_t>(class_index(c.bytes))].push_back(c.handle);
-      stats_.cached_bytes += c.bytes;
-      stats_.acquired_bytes -= c.bytes;
-    }
-  }
+  return_to_cache(chunks);
   trim(cache_limit_);
+}
+
+void PhysicalPool::return_to_cache(const std::vector<Chunk>& chunks) {
+  std::lock_guard lock(mutex_);
+  for (const Chunk& c : chunks) {
+    free_[static_cast<std::size_t>(class_index(c.bytes))].push_back(c.handle);
+    stats_.cached_bytes += c.bytes;
+    stats_.acquired_bytes -= c.bytes;
+  }
 }
 
 std::size_t PhysicalPool::trim(std::size_t target_cached_bytes) {

@@ -52,14 +52,18 @@ class PhysicalPool {
   // fewest chunks: largest class first.
   std::vector<std::size_t> plan(std::size_t bytes) const;
 
-  // Acquires one chunk of each size in `sizes` (each a chunk class): cached
-  // chunks first, then new ones. All or nothing: on failure every chunk taken
+  // Acquires one chunk of each size in `sizes` (each a chunk class), in that
+  // order (result[i].bytes == sizes[i]): cached chunks first, then new ones. All or nothing: on failure every chunk taken
   // is given back. Throws OutOfMemoryError when the memory cap or the device
   // (after releasing the whole cache) cannot supply them; DriverError.
   std::vector<Chunk> acquire(const std::vector<std::size_t>& sizes);
 
   // Returns chunks (unmapped) to the cache, then trims the cache to its limit.
   void give_back(const std::vector<Chunk>& chunks);
+  // Returns chunks (unmapped) to the cache without trimming: accounting only,
+  // no driver call, so callers may hold their own lock (the reclaimer does,
+  // to keep its pending bytes and the pool's counters in step).
+  void return_to_cache(const std::vector<Chunk>& chunks);
 
   // Releases cached chunks until at most `target_cached_bytes` stay cached.
   // Returns the bytes released.
@@ -68,6 +72,7 @@ class PhysicalPool {
   PoolStats stats() const;
   const std::vector<std::size_t>& chunk_classes() const noexcept { return classes_; }
   std::size_t granularity() const noexcept { return granularity_; }
+  std::size_t cache_limit() const noexcept { return cache_limit_; }
 
  private:
   int class_index(std::size_t bytes) const;

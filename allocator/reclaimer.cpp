@@ -22,17 +22,21 @@ Reclaimer::Reclaimer(Backend& backend, PhysicalPool& pool, AddressSpace& space,
 }
 
 Reclaimer::~Reclaimer() {
-  {
-    std::lock_guard lock(mutex_);
-    stopping_ = true;
-  }
-  wake_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  stop_background_thread();
   try {
     drain(/*force=*/true);
   } catch (const std::exception& e) {
     log(LogLevel::warn, "reclaimer shutdown: %s", e.what());
   }
+}
+
+void Reclaimer::stop_background_thread() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
 }
 
 Reclaimer::Ticket Reclaimer::submit(std::vector<Fence> fences, std::vector<Mapping> mappings,
@@ -111,21 +115,27 @@ bool Reclaimer::reclaim(Entry& e) {
       still_mapped.push_back(m);
     }
   }
-  if (!unmapped.empty()) pool_.give_back(unmapped);
   std::size_t done_bytes = 0;
   for (const Chunk& c : unmapped) done_bytes += c.bytes;
-  std::lock_guard lock(mutex_);
-  stats_.pending_bytes -= done_bytes;
-  stats_.reclaimed_bytes += done_bytes;
-  e.bytes -= done_bytes;
-  if (!still_mapped.empty()) {
-    // Its fences are complete; the next poll retries the rest.
-    ++stats_.failures;
-    e.mappings = std::move(still_mapped);
-    return false;
+  bool complete = true;
+  {
+    // Pending -> cached in one step under our lock (see accounting()).
+    std::lock_guard lock(mutex_);
+    pool_.return_to_cache(unmapped);
+    stats_.pending_bytes -= done_bytes;
+    stats_.reclaimed_bytes += done_bytes;
+    e.bytes -= done_bytes;
+    if (!still_mapped.empty()) {
+      // Its fences are complete; the next poll retries the rest.
+      ++stats_.failures;
+      e.mappings = std::move(still_mapped);
+      complete = false;
+    } else {
+      e.mappings.clear();
+    }
   }
-  e.mappings.clear();
-  return true;
+  if (!unmapped.empty()) pool_.trim(pool_.cache_limit());
+  return complete;
 }
 
 void Reclaimer::finish(const std::vector<Entry*>& claimed, const std::vector<bool>& complete) {
@@ -191,6 +201,11 @@ std::size_t Reclaimer::drain(bool force) {
 ReclaimerStats Reclaimer::stats() const {
   std::lock_guard lock(mutex_);
   return stats_;
+}
+
+Reclaimer::Accounting Reclaimer::accounting() const {
+  std::lock_guard lock(mutex_);
+  return {pool_.stats(), stats_};
 }
 
 void Reclaimer::run() {

@@ -61,6 +61,10 @@ class Reclaimer {
             bool background_thread = true);
   // Stops the thread, then drains (waits on every pending fence).
   ~Reclaimer();
+  // Stops and joins the background thread; pending entries stay pending
+  // (poll() and drain() still work). Used at process exit, before the CUDA
+  // driver tears itself down, so the thread never queries a dead driver.
+  void stop_background_thread();
   Reclaimer(const Reclaimer&) = delete;
   Reclaimer& operator=(const Reclaimer&) = delete;
 
@@ -84,6 +88,15 @@ class Reclaimer {
   std::size_t drain(bool force = false);
 
   ReclaimerStats stats() const;
+
+  // The pool's and the reclaimer's counters read at one instant: chunks move
+  // from "pending" to "cached" under the reclaimer's lock, so in a quiet
+  // moment pool.acquired_bytes == bytes mapped by regions + pending_bytes.
+  struct Accounting {
+    PoolStats pool;
+    ReclaimerStats reclaimer;
+  };
+  Accounting accounting() const;
 
  private:
   struct Entry {

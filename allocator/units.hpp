@@ -3,7 +3,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace vmm {
 
@@ -23,7 +25,19 @@ constexpr std::size_t align_down(std::size_t n, std::size_t alignment) {
   return n & ~(alignment - 1);
 }
 
-// "512 MiB", "1.5 GiB", "300 B".
+// For people: "512 MiB", "1.50 GiB", "300 B" - the largest binary unit not
+// above `bytes`, with two decimals unless the size is a whole number of it.
 std::string format_bytes(std::size_t bytes);
+
+// Sizes in VMMALLOC_CONF's grammar: an integer with an optional binary suffix
+// K, M, G or T (also KB/KiB, MB/MiB, ... and B; any case), e.g. "2M", "40GiB",
+// "4096". No sign, no fraction, no surrounding whitespace. Returns nullopt on
+// bad syntax or if the size does not fit in size_t (then sets *overflowed,
+// if given, to true; it is set to false otherwise).
+std::optional<std::size_t> parse_size(std::string_view text, bool* overflowed = nullptr);
+
+// The inverse of parse_size: the exact size with the largest suffix that
+// divides it ("2M", "1536M", "3"); parse_size(format_size(n)) == n.
+std::string format_size(std::size_t bytes);
 
 }  // namespace vmm

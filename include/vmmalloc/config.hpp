@@ -1,13 +1,17 @@
 // vmmalloc configuration: one table of options (allocator/config.cpp) drives
-// parsing of VMMALLOC_CONF, setting from code, printing and docs/configuration.md.
+// parsing of VMMALLOC_CONF, setting from code, printing and the option list
+// that docs/configuration.md documents (a test keeps the two in sync).
 //
 // Grammar (that of PYTORCH_CUDA_ALLOC_CONF): `key:value` pairs separated by
-// commas; lists joined with `+` (chunk_sizes:2M+32M+512M); sizes with binary
-// suffixes K, M, G, T (or none: bytes); booleans 0/1/true/false.
+// commas, whitespace around tokens ignored, empty segments skipped, the last
+// of a repeated key wins; lists joined with `+` (chunk_sizes:2M+32M+512M);
+// sizes are an integer with an optional binary suffix K, M, G, T (also KB,
+// KiB, ... in any case) or none: bytes.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,41 +23,81 @@ namespace vmm {
 enum class LogLevel { off, error, warn, info, debug };
 enum class BackendKind { automatic, cuda, host };
 
+// The fields may be set directly from code; validate() then checks them.
+// The VMMALLOC_CONF key of each field is given in brackets.
 struct VMM_API Config {
-  // Physical chunk classes, bytes, ascending powers of two, each a multiple
-  // of the device granularity (2 MiB).
+  // [chunk_sizes] Physical chunk classes, bytes: 1 to 24 powers of two, each
+  // a multiple of the device granularity (2 MiB), strictly ascending.
   std::vector<std::size_t> chunk_sizes = default_chunk_sizes();
-  // Free physical chunks kept cached (not released to the device), bytes.
+  // [pool_cache_limit] Free physical chunks kept cached (not released to the
+  // device), bytes.
   std::size_t pool_cache_limit = std::size_t{1} << 30;
-  // Cap on physical memory created: bytes (memory_cap_bytes) or a fraction
-  // of the device's total memory (memory_cap_fraction); 0 means no cap.
+  // [memory_cap] Cap on physical memory created: bytes (memory_cap_bytes, 0
+  // or at least 2 MiB) or a fraction of the device's total memory
+  // (memory_cap_fraction, 0 < f <= 1). At most one is non-zero; both 0
+  // means no cap.
   std::size_t memory_cap_bytes = 0;
   double memory_cap_fraction = 0.0;
-  // Size of each VA reservation; 0 means `va_reservation_factor` times the
-  // device's total memory (rounded up to 1 GiB). More are added as needed.
-  std::size_t va_reservation_size = 0;
+  // [va_reservation_size] Size of each VA reservation, a multiple of 2 MiB;
+  // 0 means `va_reservation_factor` times the device's total memory (rounded
+  // up to 1 GiB). More are added as needed. Sanitizer builds
+  // (VMMALLOC_SANITIZER_BUILD) default to 8 GiB: their runtimes cannot map
+  // huge PROT_NONE ranges.
+  std::size_t va_reservation_size = default_va_reservation_size();
+  // [va_reservation_factor] 0 < factor <= 64.
   double va_reservation_factor = 4.0;
+  // [log_level]
   LogLevel log_level = LogLevel::warn;
+  // [backend]
   BackendKind backend = BackendKind::automatic;
-  // Simulated device memory of the host backend, bytes.
+  // [host_device_memory] Simulated device memory of the host backend, bytes
+  // (at least 2 MiB).
   std::size_t host_device_memory = std::size_t{16} << 30;
 
+  // 2 MiB, 4 MiB, ... 1 GiB.
   static std::vector<std::size_t> default_chunk_sizes();
+  // 0 (auto), or 8 GiB in sanitizer builds of the library.
+  static std::size_t default_va_reservation_size();
 
-  // Parses a configuration string over the defaults. Throws ConfigError
-  // naming the key and the accepted values on an unknown key or bad value.
+  // Parses a configuration string over the defaults, then validate()s the
+  // result. "" gives the defaults. Throws ConfigError naming the key and the
+  // accepted values on an unknown key or bad value.
   static Config parse(std::string_view conf);
   // Config::parse(getenv("VMMALLOC_CONF")), or the defaults if unset.
+  // Throws ConfigError as parse() does.
   static Config from_environment();
 
-  // Sets one option by name from its text form, as in VMMALLOC_CONF.
-  // Throws ConfigError; on error *this is unchanged.
+  // Applies a configuration string over *this (keys it does not name keep
+  // their current values), then validate()s the result. Throws ConfigError
+  // as parse() does; on error *this is unchanged.
+  void apply(std::string_view conf);
+
+  // Sets one option by name from its text form, as in VMMALLOC_CONF
+  // (set("memory_cap", "40G")). Checks the value on its own, not against the
+  // other options (validate() does that). Throws ConfigError naming the key,
+  // quoting the value and saying what is accepted; on error *this is
+  // unchanged.
   void set(std::string_view key, std::string_view value);
-  // Every option in force, in VMMALLOC_CONF's grammar.
+  // Every option in force, in VMMALLOC_CONF's grammar, so that
+  // parse(c.to_string()) == c for any valid c.
   std::string to_string() const;
-  // Checks cross-option consistency (chunk classes sorted, powers of two...);
-  // throws ConfigError naming the offending key.
+  // Checks every field (ranges, chunk classes sorted powers of two, ...) and
+  // their consistency (not both memory_cap fields set); throws ConfigError
+  // naming the offending key. Does nothing else.
   void validate() const;
+
+  bool operator==(const Config&) const = default;
 };
+
+// One row of the option table, for docs and tools (vmmctl).
+struct OptionInfo {
+  const char* name;          // the VMMALLOC_CONF key: "chunk_sizes"
+  const char* type;          // "size list", "size", "size or fraction", ...
+  const char* default_text;  // the default as to_string() prints it
+  const char* description;   // one sentence: meaning and accepted values
+};
+
+// Every option, in the order to_string() prints them.
+VMM_API std::span<const OptionInfo> config_options();
 
 }  // namespace vmm

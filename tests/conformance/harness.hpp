@@ -94,8 +94,9 @@ class Harness {
 
 // Accounting that must hold whenever no operation is in flight.
 inline void check_accounting(DeviceContext& ctx, std::size_t mapped_by_regions) {
-  const PoolStats p = ctx.pool().stats();
-  const ReclaimerStats r = ctx.reclaimer().stats();
+  const Reclaimer::Accounting a = ctx.reclaimer().accounting();
+  const PoolStats& p = a.pool;
+  const ReclaimerStats& r = a.reclaimer;
   CHECK(p.created_bytes == p.acquired_bytes + p.cached_bytes);
   CHECK(p.acquired_bytes == mapped_by_regions + r.pending_bytes);
 }

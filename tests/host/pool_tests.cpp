@@ -39,6 +39,19 @@ TEST_CASE("plan covers a size with the fewest chunks", "[pool]") {
   CHECK(coarse.plan(34 * MiB) == std::vector<std::size_t>{32 * MiB, 2 * MiB});
 }
 
+TEST_CASE("acquire returns the chunks in the order asked, cached or new", "[pool]") {
+  HostBackend backend;
+  PhysicalPool pool(backend, Config{});
+  pool.give_back(pool.acquire({2 * MiB, 8 * MiB}));  // cache one 2 MiB and one 8 MiB
+  const std::vector<std::size_t> sizes{4 * MiB, 8 * MiB, 16 * MiB, 2 * MiB, 4 * MiB};
+  const std::vector<Chunk> got = pool.acquire(sizes);
+  REQUIRE(got.size() == sizes.size());
+  for (std::size_t i = 0; i < sizes.size(); ++i) CHECK(got[i].bytes == sizes[i]);
+  CHECK(pool.stats().cache_hits == 2);
+  check_balanced(pool);
+  pool.give_back(got);
+}
+
 TEST_CASE("chunks given back are cached and reused", "[pool]") {
   HostBackend backend;
   PhysicalPool pool(backend, Config{});

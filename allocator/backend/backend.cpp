@@ -1,0 +1,34 @@
+// Names of the backend call kinds, for messages, fault injection and counters.
+#include "allocator/backend/backend.hpp"
+
+namespace vmm {
+
+const char* backend_call_name(BackendCall call) noexcept {
+  switch (call) {
+    case BackendCall::reserve:
+      return "reserve";
+    case BackendCall::free_va:
+      return "free_va";
+    case BackendCall::create:
+      return "create";
+    case BackendCall::release:
+      return "release";
+    case BackendCall::map:
+      return "map";
+    case BackendCall::unmap:
+      return "unmap";
+    case BackendCall::set_access:
+      return "set_access";
+    case BackendCall::record_fence:
+      return "record_fence";
+    case BackendCall::query_fence:
+      return "query_fence";
+    case BackendCall::wait_fence:
+      return "wait_fence";
+    case BackendCall::count_:
+      break;
+  }
+  return "unknown";
+}
+
+}  // namespace vmm

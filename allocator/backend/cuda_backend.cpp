@@ -1,0 +1,243 @@
+// CudaBackend (see cuda_backend.hpp): each Backend call is one driver call,
+// made with this device's primary context current, its CUresult turned into
+// a typed error naming the call.
+//
+// Thread-safety: driver calls need no lock; events_mutex_ guards only the
+// event free list and is never held across a driver call.
+#include "allocator/backend/cuda_backend.hpp"
+
+#include <string>
+
+#include "allocator/log.hpp"
+#include "allocator/units.hpp"
+#include "vmmalloc/errors.hpp"
+
+namespace vmm {
+
+using cuda::check;
+
+// Makes the backend's context current on this thread for one call and puts
+// the previous one (possibly none) back afterwards.
+class CudaBackend::CurrentContext {
+ public:
+  explicit CurrentContext(const CudaBackend& backend) : driver_(backend.driver_) {
+    CUcontext current = nullptr;
+    check(driver_.CtxGetCurrent(&current), "cuCtxGetCurrent");
+    if (current != backend.context_) {
+      check(driver_.CtxSetCurrent(backend.context_), "cuCtxSetCurrent");
+      previous_ = current;
+      restore_ = true;
+    }
+  }
+  ~CurrentContext() {
+    // Cannot fail for a context that was current a moment ago unless the
+    // driver is shutting down, when nothing can be done about it anyway.
+    if (restore_) (void)driver_.CtxSetCurrent(previous_);
+  }
+  CurrentContext(const CurrentContext&) = delete;
+  CurrentContext& operator=(const CurrentContext&) = delete;
+
+ private:
+  const cuda::Driver& driver_;
+  CUcontext previous_ = nullptr;
+  bool restore_ = false;
+};
+
+CudaBackend::CudaBackend(int ordinal) : driver_(cuda::driver()), ordinal_(ordinal) {
+  if (ordinal < 0 || ordinal >= driver_.device_count) {
+    throw InvalidArgumentError("CUDA device " + std::to_string(ordinal) +
+                               " does not exist: the driver reports " +
+                               std::to_string(driver_.device_count) + " device(s)");
+  }
+  check(driver_.DeviceGet(&device_, ordinal), "cuDeviceGet");
+
+  int vmm_supported = 0;
+  check(driver_.DeviceGetAttribute(
+            &vmm_supported, CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED, device_),
+        "cuDeviceGetAttribute");
+  if (vmm_supported == 0) {
+    throw NotSupportedError("CUDA device " + std::to_string(ordinal) +
+                            " does not support virtual memory management (cuMemMap)");
+  }
+  int fd_supported = 0;
+  check(
+      driver_.DeviceGetAttribute(
+          &fd_supported, CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED, device_),
+      "cuDeviceGetAttribute");
+  exportable_.store(fd_supported != 0, std::memory_order_relaxed);
+
+  check(driver_.DevicePrimaryCtxRetain(&context_, device_), "cuDevicePrimaryCtxRetain");
+  try {
+    CurrentContext scope(*this);
+    const CUmemAllocationProp prop = allocation_prop(exportable_handles());
+    std::size_t granularity = 0;
+    check(driver_.MemGetAllocationGranularity(&granularity, &prop,
+                                              CU_MEM_ALLOC_GRANULARITY_RECOMMENDED),
+          "cuMemGetAllocationGranularity");
+    if (!is_power_of_two(granularity)) {
+      throw NotSupportedError("CUDA device " + std::to_string(ordinal) +
+                              " reports an allocation granularity of " +
+                              std::to_string(granularity) + " bytes, not a power of two");
+    }
+    granularity_ = granularity;
+    free_events_.reserve(kMaxCachedEvents);  // destroy_fence never allocates
+  } catch (...) {
+    (void)driver_.DevicePrimaryCtxRelease(device_);
+    throw;
+  }
+  log(LogLevel::debug, "cuda backend: device %d, granularity %zu bytes, %s handles", ordinal_,
+      granularity_, exportable_handles() ? "fd-exportable" : "non-exportable");
+}
+
+CudaBackend::~CudaBackend() {
+  // At process exit the driver may already be torn down: every call then
+  // returns CUDA_ERROR_DEINITIALIZED, and there is nothing left to free.
+  for (CUevent event : free_events_) (void)driver_.EventDestroy(event);
+  const CUresult rc = driver_.DevicePrimaryCtxRelease(device_);
+  if (rc != CUDA_SUCCESS && rc != CUDA_ERROR_DEINITIALIZED) {
+    log(LogLevel::warn, "cuDevicePrimaryCtxRelease(device %d) failed: %s (%d)", ordinal_,
+        cuda::error_name(rc), static_cast<int>(rc));
+  }
+}
+
+CUmemAllocationProp CudaBackend::allocation_prop(bool exportable) const noexcept {
+  CUmemAllocationProp prop{};
+  prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+  prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+  prop.location.id = device_;
+  prop.requestedHandleTypes =
+      exportable ? CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR : CU_MEM_HANDLE_TYPE_NONE;
+  return prop;
+}
+
+DeviceMemoryInfo CudaBackend::memory_info() {
+  CurrentContext scope(*this);
+  std::size_t free_bytes = 0;
+  std::size_t total_bytes = 0;
+  check(driver_.MemGetInfo(&free_bytes, &total_bytes), "cuMemGetInfo");
+  return {free_bytes, total_bytes};
+}
+
+std::uintptr_t CudaBackend::reserve(std::size_t bytes, std::size_t alignment) {
+  CurrentContext scope(*this);
+  CUdeviceptr base = 0;
+  check(driver_.MemAddressReserve(&base, bytes, alignment, 0, 0), "cuMemAddressReserve");
+  return static_cast<std::uintptr_t>(base);
+}
+
+void CudaBackend::free_va(std::uintptr_t base, std::size_t bytes) {
+  CurrentContext scope(*this);
+  check(driver_.MemAddressFree(static_cast<CUdeviceptr>(base), bytes), "cuMemAddressFree");
+}
+
+PhysicalHandle CudaBackend::create(std::size_t bytes) {
+  CurrentContext scope(*this);
+  CUmemGenericAllocationHandle handle = 0;
+  const bool exportable = exportable_handles();
+  CUmemAllocationProp prop = allocation_prop(exportable);
+  CUresult rc = driver_.MemCreate(&handle, bytes, &prop, 0);
+  if (exportable && (rc == CUDA_ERROR_NOT_SUPPORTED || rc == CUDA_ERROR_INVALID_VALUE)) {
+    // Some set-ups (containers, virtualised GPUs) refuse the POSIX-fd handle
+    // type although the attribute claims it. Handles without it still work
+    // for everything but IPC; decide once, from the first success.
+    prop = allocation_prop(false);
+    const CUresult retry = driver_.MemCreate(&handle, bytes, &prop, 0);
+    if (retry == CUDA_SUCCESS && exportable_.exchange(false, std::memory_order_relaxed)) {
+      log(LogLevel::warn,
+          "device %d: cuMemCreate refused POSIX-file-descriptor handles (%s); "
+          "creating non-exportable handles from now on (no IPC export)",
+          ordinal_, cuda::error_name(rc));
+    }
+    rc = retry;
+  }
+  check(rc, "cuMemCreate");
+  return PhysicalHandle{static_cast<std::uint64_t>(handle)};
+}
+
+void CudaBackend::release(PhysicalHandle handle) {
+  CurrentContext scope(*this);
+  check(driver_.MemRelease(static_cast<CUmemGenericAllocationHandle>(handle.value)),
+        "cuMemRelease");
+}
+
+void CudaBackend::map(std::uintptr_t va, std::size_t bytes, PhysicalHandle handle) {
+  CurrentContext scope(*this);
+  check(driver_.MemMap(static_cast<CUdeviceptr>(va), bytes, 0,
+                       static_cast<CUmemGenericAllocationHandle>(handle.value), 0),
+        "cuMemMap");
+}
+
+void CudaBackend::unmap(std::uintptr_t va, std::size_t bytes) {
+  CurrentContext scope(*this);
+  check(driver_.MemUnmap(static_cast<CUdeviceptr>(va), bytes), "cuMemUnmap");
+}
+
+void CudaBackend::set_access(std::uintptr_t va, std::size_t bytes) {
+  CurrentContext scope(*this);
+  CUmemAccessDesc access{};
+  access.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+  access.location.id = device_;
+  access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+  check(driver_.MemSetAccess(static_cast<CUdeviceptr>(va), bytes, &access, 1), "cuMemSetAccess");
+}
+
+FenceHandle CudaBackend::record_fence(Stream stream) {
+  CurrentContext scope(*this);
+  CUevent event = nullptr;
+  {
+    std::lock_guard lock(events_mutex_);
+    if (!free_events_.empty()) {
+      event = free_events_.back();
+      free_events_.pop_back();
+    }
+  }
+  if (event == nullptr) {
+    check(driver_.EventCreate(&event, CU_EVENT_DISABLE_TIMING), "cuEventCreate");
+  }
+  // vmm_stream_t and CUstream are the same type (struct CUstream_st*).
+  const CUresult rc = driver_.EventRecord(event, stream);
+  if (rc != CUDA_SUCCESS) {
+    // Not recycled: after a failed record (e.g. an invalidated capture) the
+    // event's state is not worth trusting.
+    (void)driver_.EventDestroy(event);
+    check(rc, "cuEventRecord");
+  }
+  return FenceHandle{event};
+}
+
+bool CudaBackend::fence_completed(FenceHandle fence) {
+  CurrentContext scope(*this);
+  const CUresult rc = driver_.EventQuery(static_cast<CUevent>(fence.value));
+  if (rc == CUDA_SUCCESS) return true;
+  if (rc == CUDA_ERROR_NOT_READY) return false;
+  check(rc, "cuEventQuery");
+  return false;  // unreachable: check() threw
+}
+
+void CudaBackend::wait_fence(FenceHandle fence) {
+  CurrentContext scope(*this);
+  check(driver_.EventSynchronize(static_cast<CUevent>(fence.value)), "cuEventSynchronize");
+}
+
+void CudaBackend::destroy_fence(FenceHandle fence) noexcept {
+  auto* event = static_cast<CUevent>(fence.value);
+  if (event == nullptr) return;
+  {
+    // Re-recording an event that is still pending is allowed, so the event
+    // can be reused at once. The vector was reserved: push_back cannot throw.
+    std::lock_guard lock(events_mutex_);
+    if (free_events_.size() < kMaxCachedEvents) {
+      free_events_.push_back(event);
+      return;
+    }
+  }
+  (void)driver_.EventDestroy(event);
+}
+
+void CudaBackend::prepare_background_thread() {
+  check(driver_.CtxSetCurrent(context_), "cuCtxSetCurrent");
+  CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+  check(driver_.ThreadExchangeStreamCaptureMode(&mode), "cuThreadExchangeStreamCaptureMode");
+}
+
+}  // namespace vmm

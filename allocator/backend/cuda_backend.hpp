@@ -1,0 +1,104 @@
+// CudaBackend: the Backend interface over the CUDA driver's VMM API for one
+// device, through the run-time-loaded driver table (cuda_driver.hpp).
+//
+// It retains the device's PRIMARY context, the one the CUDA runtime, PyTorch
+// and CuPy use, so memory it maps is usable by their kernels. Each method
+// makes that context current on the calling thread if it is not, and puts
+// the caller's previous context back before returning: the runtime derives
+// its "current device" from the current context, so leaving ours bound
+// would silently move the caller's later launches to our device. In the
+// common case (the primary context of this device is already current) that
+// costs one cuCtxGetCurrent.
+//
+// Physical handles are CU_MEM_ALLOCATION_TYPE_PINNED device memory, asked to
+// be exportable as POSIX file descriptors (for IPC); where the driver refuses
+// that handle type, handles are created without it from then on. Fences are
+// CUevents created with CU_EVENT_DISABLE_TIMING and recycled through a small
+// free list, since event creation costs a driver round trip.
+//
+// Thread-safety: every method may be called from any thread. The driver
+// calls are thread-safe; events_mutex_ guards the event free list; the
+// exportable flag is atomic. Nothing else changes after construction.
+#pragma once
+
+#include <cuda.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "allocator/backend/backend.hpp"
+#include "allocator/backend/cuda_driver.hpp"
+
+namespace vmm {
+
+class CudaBackend final : public Backend {
+ public:
+  // Loads the driver and retains the primary context of device `ordinal`.
+  // Throws NotSupportedError if the driver is unusable or the device lacks
+  // VMM support (or reports a granularity that is not a power of two),
+  // InvalidArgumentError for an ordinal that does not exist, DriverError.
+  explicit CudaBackend(int ordinal);
+  // Destroys the cached events and releases the primary context. Tolerates
+  // a driver already shut down (CUDA_ERROR_DEINITIALIZED at process exit).
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  const char* name() const noexcept override { return "cuda"; }
+  int device() const noexcept override { return ordinal_; }
+  // cuMemGetAllocationGranularity(RECOMMENDED): 2 MiB on current GPUs.
+  std::size_t granularity() const noexcept override { return granularity_; }
+  DeviceMemoryInfo memory_info() override;
+
+  std::uintptr_t reserve(std::size_t bytes, std::size_t alignment) override;
+  void free_va(std::uintptr_t base, std::size_t bytes) override;
+  // Throws DeviceOutOfMemoryError on CUDA_ERROR_OUT_OF_MEMORY.
+  PhysicalHandle create(std::size_t bytes) override;
+  void release(PhysicalHandle handle) override;
+  void map(std::uintptr_t va, std::size_t bytes, PhysicalHandle handle) override;
+  void unmap(std::uintptr_t va, std::size_t bytes) override;
+  // Read/write for this device only (peers are not granted).
+  void set_access(std::uintptr_t va, std::size_t bytes) override;
+
+  // An event recorded on `stream` (any stream of this device's primary
+  // context; 0 is the legacy default stream).
+  FenceHandle record_fence(Stream stream) override;
+  // cuEventQuery: CUDA_SUCCESS -> true, CUDA_ERROR_NOT_READY -> false, any
+  // other result throws DriverError.
+  bool fence_completed(FenceHandle fence) override;
+  // cuEventSynchronize on this event only.
+  void wait_fence(FenceHandle fence) override;
+  // Returns the event to the free list (or destroys it if the list is full).
+  void destroy_fence(FenceHandle fence) noexcept override;
+
+  // Binds the primary context to the calling thread for good and switches
+  // the thread to CU_STREAM_CAPTURE_MODE_RELAXED, so its fence queries never
+  // invalidate another thread's stream capture.
+  void prepare_background_thread() override;
+
+  // Whether new handles are exportable as POSIX file descriptors.
+  bool exportable_handles() const noexcept { return exportable_.load(std::memory_order_relaxed); }
+  CUcontext context() const noexcept { return context_; }
+  CUdevice cu_device() const noexcept { return device_; }
+
+ private:
+  class CurrentContext;  // scoped "make ours current, then restore"
+
+  CUmemAllocationProp allocation_prop(bool exportable) const noexcept;
+
+  const cuda::Driver& driver_;
+  const int ordinal_;
+  CUdevice device_ = 0;
+  CUcontext context_ = nullptr;
+  std::size_t granularity_ = 0;
+  std::atomic<bool> exportable_{true};
+
+  static constexpr std::size_t kMaxCachedEvents = 64;
+  std::mutex events_mutex_;
+  std::vector<CUevent> free_events_;  // reserved to kMaxCachedEvents
+};
+
+}  // namespace vmm

@@ -1,0 +1,589 @@
+// HostBackend and HostStreams: the CUDA VMM semantics in host memory (see
+// host_backend.hpp for the mapping of each call and the lock overview).
+//
+// A host stream is a worker thread and a FIFO queue. Each work item enqueued
+// takes the next ticket (enqueued_ + 1); the worker bumps completed_ after
+// running it. A fence is (stream, ticket of the last work queued before it)
+// and is complete once completed_ >= ticket: it waits for that stream's
+// earlier work only, never for later work or other streams. A fence holds the
+// stream by shared_ptr, so it stays valid after the stream is destroyed (by
+// then everything queued has run, so it is complete).
+//
+// Locks: HostStreams::mutex_ guards the stream table; HostStream::mutex_
+// guards one stream's queue, counters, error and stopping flag (the worker
+// runs work with it released). HostBackend::mutex_ guards the memory tables,
+// HostBackend::fences_mutex_ the fence table. No two are held at once: a
+// stream is looked up under the table lock, the shared_ptr copied, the lock
+// dropped, and only then is the stream's own lock taken.
+#include "allocator/backend/host_backend.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <iterator>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "vmmalloc/errors.hpp"
+
+namespace vmm {
+
+// ------------------------------------------------------------ host streams
+
+class HostStream {
+ public:
+  HostStream() : worker_([this] { run(); }) {}
+  ~HostStream() { stop_and_join(); }
+  HostStream(const HostStream&) = delete;
+  HostStream& operator=(const HostStream&) = delete;
+
+  // Throws InvalidArgumentError once the stream is being destroyed (the
+  // work would never run).
+  void enqueue(std::function<void()> work) {
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) throw InvalidArgumentError("host stream: enqueue on a destroyed stream");
+      queue_.push_back(std::move(work));
+      ++enqueued_;
+    }
+    work_cv_.notify_one();
+  }
+
+  // Ticket of the last work queued so far: complete when completed_ reaches it.
+  std::uint64_t ticket() {
+    std::lock_guard lock(mutex_);
+    return enqueued_;
+  }
+  bool reached(std::uint64_t ticket) {
+    std::lock_guard lock(mutex_);
+    return completed_ >= ticket;
+  }
+  void wait_for(std::uint64_t ticket) {
+    std::unique_lock lock(mutex_);
+    done_cv_.wait(lock, [&] { return completed_ >= ticket; });
+  }
+
+  void synchronize() {
+    std::exception_ptr error;
+    {
+      std::unique_lock lock(mutex_);
+      const std::uint64_t ticket = enqueued_;
+      done_cv_.wait(lock, [&] { return completed_ >= ticket; });
+      error = std::exchange(error_, nullptr);
+    }
+    if (error) std::rethrow_exception(error);
+  }
+
+  bool is_worker_thread() const { return std::this_thread::get_id() == worker_.get_id(); }
+
+  // Lets the worker drain the queue, then joins it. Idempotent.
+  void stop_and_join() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    work_cv_.notify_one();
+    if (worker_.joinable()) worker_.join();
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping and drained
+      std::function<void()> work = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      std::exception_ptr error;
+      try {
+        work();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      work = nullptr;  // destroy captures before the work counts as done
+      lock.lock();
+      if (error && !error_) error_ = error;
+      ++completed_;
+      done_cv_.notify_all();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable work_cv_;  // worker: work queued or stopping
+  std::condition_variable done_cv_;  // waiters: completed_ advanced
+  std::deque<std::function<void()>> queue_;
+  std::uint64_t enqueued_ = 0;
+  std::uint64_t completed_ = 0;
+  std::exception_ptr error_;
+  bool stopping_ = false;
+  std::thread worker_;  // last: starts once the members above exist
+};
+
+namespace {
+
+Stream as_stream(HostStream* s) { return reinterpret_cast<Stream>(s); }
+
+std::string stream_text(Stream stream) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%p", static_cast<void*>(stream));
+  return buf;
+}
+
+}  // namespace
+
+HostStreams::HostStreams() = default;
+
+HostStreams::~HostStreams() {
+  std::unordered_map<Stream, std::shared_ptr<HostStream>> streams;
+  std::shared_ptr<HostStream> default_stream;
+  {
+    std::lock_guard lock(mutex_);
+    streams.swap(streams_);
+    default_stream.swap(default_);
+  }
+  for (auto& [value, stream] : streams) stream->stop_and_join();
+  if (default_stream) default_stream->stop_and_join();
+}
+
+Stream HostStreams::create() {
+  auto stream = std::make_shared<HostStream>();
+  const Stream value = as_stream(stream.get());
+  std::lock_guard lock(mutex_);
+  streams_.emplace(value, std::move(stream));
+  return value;
+}
+
+void HostStreams::destroy(Stream stream) {
+  if (stream == nullptr) {
+    throw InvalidArgumentError("host stream: the default stream (0) cannot be destroyed");
+  }
+  std::shared_ptr<HostStream> s;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = streams_.find(stream);
+    if (it == streams_.end()) {
+      throw InvalidArgumentError("host stream: destroy of unknown stream " + stream_text(stream));
+    }
+    if (it->second->is_worker_thread()) {
+      throw InvalidArgumentError("host stream: a stream cannot destroy itself from its own work");
+    }
+    s = std::move(it->second);
+    streams_.erase(it);
+  }
+  s->stop_and_join();
+}
+
+std::shared_ptr<HostStream> HostStreams::find(Stream stream) {
+  std::lock_guard lock(mutex_);
+  if (stream == nullptr) {
+    if (!default_) default_ = std::make_shared<HostStream>();
+    return default_;
+  }
+  auto it = streams_.find(stream);
+  if (it == streams_.end()) {
+    throw InvalidArgumentError("host stream: unknown stream " + stream_text(stream) +
+                               " (not made by this backend's HostStreams, or destroyed)");
+  }
+  return it->second;
+}
+
+void HostStreams::enqueue(Stream stream, std::function<void()> work) {
+  find(stream)->enqueue(std::move(work));
+}
+
+void HostStreams::synchronize(Stream stream) {
+  std::shared_ptr<HostStream> s = find(stream);
+  if (s->is_worker_thread()) {
+    throw InvalidArgumentError("host stream: a stream cannot synchronize itself from its own work");
+  }
+  s->synchronize();
+}
+
+std::size_t HostStreams::live_streams() const {
+  std::lock_guard lock(mutex_);
+  return streams_.size();
+}
+
+// ------------------------------------------------------------- HostBackend
+
+struct HostBackend::Fence {
+  std::shared_ptr<HostStream> stream;
+  std::uint64_t ticket = 0;
+};
+
+namespace {
+
+std::string hex(std::uintptr_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%jx", static_cast<std::uintmax_t>(v));
+  return buf;
+}
+
+std::string range_text(std::uintptr_t va, std::size_t bytes) {
+  return "[" + hex(va) + ", " + hex(va + bytes) + ")";
+}
+
+// Misuse the driver would reject with CUDA_ERROR_INVALID_VALUE.
+[[noreturn]] void invalid(BackendCall call, const std::string& why) {
+  const char* name = backend_call_name(call);
+  throw DriverError(name, EINVAL,
+                    std::string("host backend ") + name + ": " + why + " (invalid value)");
+}
+
+// A system call failed; `err` is its errno.
+[[noreturn]] void system_failed(BackendCall call, const char* syscall, int err) {
+  const char* name = backend_call_name(call);
+  throw DriverError(
+      name, err,
+      std::string("host backend ") + name + ": " + syscall + " failed: " + std::strerror(err));
+}
+
+constexpr int kReservedProt = PROT_NONE;
+constexpr int kReservedFlags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+
+// Turns [va, va+bytes) back into reserved, inaccessible VA.
+bool rereserve(std::uintptr_t va, std::size_t bytes) {
+  void* p =
+      ::mmap(reinterpret_cast<void*>(va), bytes, kReservedProt, kReservedFlags | MAP_FIXED, -1, 0);
+  return p != MAP_FAILED;
+}
+
+}  // namespace
+
+HostBackend::HostBackend(Options options)
+    : options_(std::move(options)),
+      streams_(options_.streams ? options_.streams : std::make_shared<HostStreams>()),
+      owns_streams_(!options_.streams) {
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (!is_power_of_two(options_.granularity) || page <= 0 ||
+      options_.granularity % static_cast<std::size_t>(page) != 0) {
+    throw InvalidArgumentError("host backend: granularity " + std::to_string(options_.granularity) +
+                               " is not a power of two multiple of the page size");
+  }
+}
+
+HostBackend::~HostBackend() {
+  // Queued work may still touch our memory: let it finish first.
+  if (owns_streams_) streams_.reset();
+  {
+    std::lock_guard lock(fences_mutex_);
+    fences_.clear();
+  }
+  std::lock_guard lock(mutex_);
+  // Unmapping each reservation also removes the mappings inside it.
+  for (const auto& [base, bytes] : reservations_) {
+    ::munmap(reinterpret_cast<void*>(base), bytes);
+  }
+  for (const auto& [value, handle] : handles_) ::close(handle.fd);
+}
+
+void HostBackend::count(BackendCall kind) noexcept {
+  calls_[static_cast<std::size_t>(kind)].fetch_add(1, std::memory_order_relaxed);
+}
+
+std::uint64_t HostBackend::calls(BackendCall kind) const noexcept {
+  const auto i = static_cast<std::size_t>(kind);
+  return i < calls_.size() ? calls_[i].load(std::memory_order_relaxed) : 0;
+}
+
+DeviceMemoryInfo HostBackend::memory_info() {
+  std::lock_guard lock(mutex_);
+  return {options_.device_memory - created_bytes_, options_.device_memory};
+}
+
+// ----------------------------------------------------------------- VA
+
+std::uintptr_t HostBackend::reserve(std::size_t bytes, std::size_t alignment) {
+  count(BackendCall::reserve);
+  const std::size_t g = options_.granularity;
+  if (bytes == 0 || bytes % g != 0) {
+    invalid(BackendCall::reserve,
+            "size " + std::to_string(bytes) + " is not a positive multiple of the granularity");
+  }
+  if (alignment == 0) alignment = g;
+  if (!is_power_of_two(alignment)) {
+    invalid(BackendCall::reserve,
+            "alignment " + std::to_string(alignment) + " is not a power of two");
+  }
+  if (alignment < g) alignment = g;
+  if (bytes > SIZE_MAX - alignment) {
+    invalid(BackendCall::reserve, "size " + std::to_string(bytes) + " is too large");
+  }
+
+  // mmap only promises page alignment: over-allocate by `alignment`, then
+  // give back the unaligned head and the tail.
+  const std::size_t span = bytes + alignment;
+  void* raw = ::mmap(nullptr, span, kReservedProt, kReservedFlags, -1, 0);
+  if (raw == MAP_FAILED) system_failed(BackendCall::reserve, "mmap", errno);
+  const auto start = reinterpret_cast<std::uintptr_t>(raw);
+  const std::uintptr_t base = align_up(start, alignment);
+  if (base > start) ::munmap(raw, base - start);
+  const std::uintptr_t tail = base + bytes;
+  if (start + span > tail) ::munmap(reinterpret_cast<void*>(tail), start + span - tail);
+
+  std::lock_guard lock(mutex_);
+  reservations_.emplace(base, bytes);
+  return base;
+}
+
+void HostBackend::free_va(std::uintptr_t base, std::size_t bytes) {
+  count(BackendCall::free_va);
+  std::lock_guard lock(mutex_);
+  auto it = reservations_.find(base);
+  if (it == reservations_.end()) {
+    invalid(BackendCall::free_va, range_text(base, bytes) + " is not a reservation");
+  }
+  if (it->second != bytes) {
+    invalid(BackendCall::free_va, range_text(base, bytes) + " does not match the reservation " +
+                                      range_text(base, it->second));
+  }
+  auto m = mappings_.lower_bound(base);
+  if (m != mappings_.end() && m->first < base + bytes) {
+    invalid(BackendCall::free_va,
+            range_text(base, bytes) + " still has a mapping at " + hex(m->first));
+  }
+  if (::munmap(reinterpret_cast<void*>(base), bytes) != 0) {
+    system_failed(BackendCall::free_va, "munmap", errno);
+  }
+  reservations_.erase(it);
+}
+
+// ------------------------------------------------------------ handles
+
+PhysicalHandle HostBackend::create(std::size_t bytes) {
+  count(BackendCall::create);
+  if (bytes == 0 || bytes % options_.granularity != 0) {
+    invalid(BackendCall::create,
+            "size " + std::to_string(bytes) + " is not a positive multiple of the granularity");
+  }
+  std::lock_guard lock(mutex_);
+  if (bytes > options_.device_memory - created_bytes_) {
+    throw DeviceOutOfMemoryError(backend_call_name(BackendCall::create), ENOMEM,
+                                 "create failed: out of memory (host backend device " +
+                                     std::to_string(options_.device) + ": " +
+                                     std::to_string(bytes) + " bytes asked, " +
+                                     std::to_string(options_.device_memory - created_bytes_) +
+                                     " of " + std::to_string(options_.device_memory) + " free)");
+  }
+  const int fd = ::memfd_create("vmmalloc-host-handle", MFD_CLOEXEC);
+  if (fd < 0) system_failed(BackendCall::create, "memfd_create", errno);
+  if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+    const int err = errno;
+    ::close(fd);
+    system_failed(BackendCall::create, "ftruncate", err);
+  }
+  const std::uint64_t value = next_handle_++;
+  handles_.emplace(value, Handle{fd, bytes, 0, false});
+  ++live_handles_;
+  created_bytes_ += bytes;
+  return PhysicalHandle{value};
+}
+
+void HostBackend::free_handle_locked(std::unordered_map<std::uint64_t, Handle>::iterator it) {
+  ::close(it->second.fd);
+  created_bytes_ -= it->second.bytes;
+  handles_.erase(it);
+}
+
+void HostBackend::release(PhysicalHandle handle) {
+  count(BackendCall::release);
+  std::lock_guard lock(mutex_);
+  auto it = handles_.find(handle.value);
+  if (it == handles_.end() || it->second.released) {
+    invalid(BackendCall::release,
+            "unknown or already released handle " + std::to_string(handle.value));
+  }
+  --live_handles_;
+  if (it->second.map_count > 0) {
+    it->second.released = true;  // freed by the last unmap, as CUDA does
+  } else {
+    free_handle_locked(it);
+  }
+}
+
+// ------------------------------------------------------------ mappings
+
+bool HostBackend::fully_mapped_locked(std::uintptr_t va, std::size_t bytes) const {
+  const std::uintptr_t end = va + bytes;
+  auto it = mappings_.upper_bound(va);
+  if (it == mappings_.begin()) return false;
+  --it;  // the last mapping starting at or before va
+  std::uintptr_t covered = it->first + it->second.bytes;
+  if (covered <= va) return false;
+  for (++it; covered < end && it != mappings_.end() && it->first == covered; ++it) {
+    covered += it->second.bytes;
+  }
+  return covered >= end;
+}
+
+void HostBackend::map(std::uintptr_t va, std::size_t bytes, PhysicalHandle handle) {
+  count(BackendCall::map);
+  const std::size_t g = options_.granularity;
+  const std::string where = range_text(va, bytes);
+  if (va % g != 0 || bytes == 0 || bytes % g != 0 || va + bytes < va) {
+    invalid(BackendCall::map, where + " is not a granularity-aligned range");
+  }
+  std::lock_guard lock(mutex_);
+  auto h = handles_.find(handle.value);
+  if (h == handles_.end() || h->second.released) {
+    invalid(BackendCall::map, "unknown or released handle " + std::to_string(handle.value));
+  }
+  if (h->second.bytes != bytes) {
+    invalid(BackendCall::map, where + " does not match the handle's size " +
+                                  std::to_string(h->second.bytes) + " (a handle maps whole)");
+  }
+  auto r = reservations_.upper_bound(va);
+  if (r == reservations_.begin() || std::prev(r)->first + std::prev(r)->second < va + bytes) {
+    invalid(BackendCall::map, where + " is not inside one reservation");
+  }
+  auto m = mappings_.lower_bound(va);
+  const bool overlaps_next = m != mappings_.end() && m->first < va + bytes;
+  const bool overlaps_prev =
+      m != mappings_.begin() && std::prev(m)->first + std::prev(m)->second.bytes > va;
+  if (overlaps_next || overlaps_prev) {
+    invalid(BackendCall::map, where + " overlaps a mapped range");
+  }
+  void* p = ::mmap(reinterpret_cast<void*>(va), bytes, PROT_NONE, MAP_SHARED | MAP_FIXED,
+                   h->second.fd, 0);
+  if (p == MAP_FAILED) {
+    const int err = errno;
+    rereserve(va, bytes);  // a failed MAP_FIXED may have dropped the reservation's pages
+    system_failed(BackendCall::map, "mmap", err);
+  }
+  mappings_.emplace(va, Mapping{bytes, handle.value});
+  ++h->second.map_count;
+  mapped_bytes_ += bytes;
+}
+
+void HostBackend::unmap(std::uintptr_t va, std::size_t bytes) {
+  count(BackendCall::unmap);
+  const std::uintptr_t end = va + bytes;
+  std::lock_guard lock(mutex_);
+  auto first = mappings_.find(va);
+  if (bytes == 0 || end < va || first == mappings_.end()) {
+    invalid(BackendCall::unmap, range_text(va, bytes) + " does not start at a mapping");
+  }
+  // The range must be whole mappings back to back, ending exactly at `end`.
+  auto last = first;
+  std::uintptr_t covered = va;
+  while (last != mappings_.end() && last->first == covered && covered < end) {
+    covered += last->second.bytes;
+    ++last;
+  }
+  if (covered != end) {
+    invalid(BackendCall::unmap,
+            range_text(va, bytes) +
+                (covered > end ? " splits a mapping" : " is not mapped throughout"));
+  }
+  if (!rereserve(va, bytes)) system_failed(BackendCall::unmap, "mmap", errno);
+  for (auto it = first; it != last;) {
+    auto h = handles_.find(it->second.handle);
+    if (--h->second.map_count == 0 && h->second.released) free_handle_locked(h);
+    mapped_bytes_ -= it->second.bytes;
+    it = mappings_.erase(it);
+  }
+}
+
+void HostBackend::set_access(std::uintptr_t va, std::size_t bytes) {
+  count(BackendCall::set_access);
+  const std::size_t g = options_.granularity;
+  if (va % g != 0 || bytes == 0 || bytes % g != 0 || va + bytes < va) {
+    invalid(BackendCall::set_access, range_text(va, bytes) + " is not a granularity-aligned range");
+  }
+  std::lock_guard lock(mutex_);
+  if (!fully_mapped_locked(va, bytes)) {
+    invalid(BackendCall::set_access, range_text(va, bytes) + " is not mapped throughout");
+  }
+  if (::mprotect(reinterpret_cast<void*>(va), bytes, PROT_READ | PROT_WRITE) != 0) {
+    system_failed(BackendCall::set_access, "mprotect", errno);
+  }
+}
+
+// ------------------------------------------------------------ fences
+
+FenceHandle HostBackend::record_fence(Stream stream) {
+  count(BackendCall::record_fence);
+  std::shared_ptr<HostStream> s;
+  try {
+    s = streams_->find(stream);
+  } catch (const InvalidArgumentError& e) {
+    invalid(BackendCall::record_fence, e.what());
+  }
+  auto fence = std::make_unique<Fence>();
+  fence->ticket = s->ticket();
+  fence->stream = std::move(s);
+  Fence* key = fence.get();
+  std::lock_guard lock(fences_mutex_);
+  fences_.emplace(key, std::move(fence));
+  return FenceHandle{key};
+}
+
+HostBackend::Fence HostBackend::fence_state(FenceHandle fence, BackendCall call) const {
+  // Copied under the table lock: another thread may destroy the fence as
+  // soon as it is dropped, while the copy keeps the stream alive.
+  std::lock_guard lock(fences_mutex_);
+  auto it = fences_.find(static_cast<Fence*>(fence.value));
+  if (it == fences_.end()) {
+    invalid(call,
+            "unknown or destroyed fence " + hex(reinterpret_cast<std::uintptr_t>(fence.value)));
+  }
+  return *it->second;
+}
+
+bool HostBackend::fence_completed(FenceHandle fence) {
+  count(BackendCall::query_fence);
+  const Fence f = fence_state(fence, BackendCall::query_fence);
+  return f.stream->reached(f.ticket);
+}
+
+void HostBackend::wait_fence(FenceHandle fence) {
+  count(BackendCall::wait_fence);
+  const Fence f = fence_state(fence, BackendCall::wait_fence);
+  f.stream->wait_for(f.ticket);
+}
+
+void HostBackend::destroy_fence(FenceHandle fence) noexcept {
+  std::unique_ptr<Fence> doomed;  // destroyed after the lock is dropped
+  std::lock_guard lock(fences_mutex_);
+  auto it = fences_.find(static_cast<Fence*>(fence.value));
+  if (it == fences_.end()) return;
+  doomed = std::move(it->second);
+  fences_.erase(it);
+}
+
+// ------------------------------------------------------------ accounting
+
+std::size_t HostBackend::live_handles() const {
+  std::lock_guard lock(mutex_);
+  return live_handles_;
+}
+
+std::size_t HostBackend::created_bytes() const {
+  std::lock_guard lock(mutex_);
+  return created_bytes_;
+}
+
+std::size_t HostBackend::live_reservations() const {
+  std::lock_guard lock(mutex_);
+  return reservations_.size();
+}
+
+std::size_t HostBackend::mapped_bytes() const {
+  std::lock_guard lock(mutex_);
+  return mapped_bytes_;
+}
+
+std::size_t HostBackend::live_fences() const {
+  std::lock_guard lock(fences_mutex_);
+  return fences_.size();
+}
+
+}  // namespace vmm
