@@ -38,6 +38,18 @@ struct FenceHandle {
   friend bool operator==(FenceHandle, FenceHandle) = default;
 };
 
+// What a backend holds right now: physical handles, VA reservations and
+// mapped bytes. Kept by the backend itself (cheap counters beside each
+// driver call), so leak checks need no device-wide memory reading.
+struct LiveObjects {
+  std::size_t handles = 0;
+  std::size_t handle_bytes = 0;
+  std::size_t reservations = 0;
+  std::size_t reserved_bytes = 0;
+  std::size_t mapped_bytes = 0;
+  friend bool operator==(const LiveObjects&, const LiveObjects&) = default;
+};
+
 struct DeviceMemoryInfo {
   std::size_t free_bytes = 0;
   std::size_t total_bytes = 0;
@@ -73,6 +85,9 @@ class Backend {
   virtual std::size_t granularity() const noexcept = 0;
   // Free and total device memory as the driver reports it (cuMemGetInfo).
   virtual DeviceMemoryInfo memory_info() = 0;
+  // The handles, reservations and mappings made through this backend and
+  // not yet released, freed or unmapped. Never throws.
+  virtual LiveObjects live_objects() const = 0;
 
   // Reserves `bytes` (a multiple of granularity) of VA aligned to
   // `alignment` (a power of two, >= granularity). Nothing is mapped.

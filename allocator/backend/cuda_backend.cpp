@@ -118,16 +118,27 @@ DeviceMemoryInfo CudaBackend::memory_info() {
   return {free_bytes, total_bytes};
 }
 
+LiveObjects CudaBackend::live_objects() const {
+  std::lock_guard lock(objects_mutex_);
+  return live_;
+}
+
 std::uintptr_t CudaBackend::reserve(std::size_t bytes, std::size_t alignment) {
   CurrentContext scope(*this);
   CUdeviceptr base = 0;
   check(driver_.MemAddressReserve(&base, bytes, alignment, 0, 0), "cuMemAddressReserve");
+  std::lock_guard lock(objects_mutex_);
+  ++live_.reservations;
+  live_.reserved_bytes += bytes;
   return static_cast<std::uintptr_t>(base);
 }
 
 void CudaBackend::free_va(std::uintptr_t base, std::size_t bytes) {
   CurrentContext scope(*this);
   check(driver_.MemAddressFree(static_cast<CUdeviceptr>(base), bytes), "cuMemAddressFree");
+  std::lock_guard lock(objects_mutex_);
+  --live_.reservations;
+  live_.reserved_bytes -= bytes;
 }
 
 PhysicalHandle CudaBackend::create(std::size_t bytes) {
@@ -151,6 +162,10 @@ PhysicalHandle CudaBackend::create(std::size_t bytes) {
     rc = retry;
   }
   check(rc, "cuMemCreate");
+  std::lock_guard lock(objects_mutex_);
+  handle_bytes_[static_cast<std::uint64_t>(handle)] = bytes;
+  ++live_.handles;
+  live_.handle_bytes += bytes;
   return PhysicalHandle{static_cast<std::uint64_t>(handle)};
 }
 
@@ -158,6 +173,12 @@ void CudaBackend::release(PhysicalHandle handle) {
   CurrentContext scope(*this);
   check(driver_.MemRelease(static_cast<CUmemGenericAllocationHandle>(handle.value)),
         "cuMemRelease");
+  std::lock_guard lock(objects_mutex_);
+  if (auto it = handle_bytes_.find(handle.value); it != handle_bytes_.end()) {
+    --live_.handles;
+    live_.handle_bytes -= it->second;
+    handle_bytes_.erase(it);
+  }
 }
 
 void CudaBackend::map(std::uintptr_t va, std::size_t bytes, PhysicalHandle handle) {
@@ -165,11 +186,15 @@ void CudaBackend::map(std::uintptr_t va, std::size_t bytes, PhysicalHandle handl
   check(driver_.MemMap(static_cast<CUdeviceptr>(va), bytes, 0,
                        static_cast<CUmemGenericAllocationHandle>(handle.value), 0),
         "cuMemMap");
+  std::lock_guard lock(objects_mutex_);
+  live_.mapped_bytes += bytes;
 }
 
 void CudaBackend::unmap(std::uintptr_t va, std::size_t bytes) {
   CurrentContext scope(*this);
   check(driver_.MemUnmap(static_cast<CUdeviceptr>(va), bytes), "cuMemUnmap");
+  std::lock_guard lock(objects_mutex_);
+  live_.mapped_bytes -= bytes;
 }
 
 void CudaBackend::set_access(std::uintptr_t va, std::size_t bytes) {

@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "allocator/backend/backend.hpp"
@@ -52,6 +53,7 @@ class CudaBackend final : public Backend {
   // cuMemGetAllocationGranularity(RECOMMENDED): 2 MiB on current GPUs.
   std::size_t granularity() const noexcept override { return granularity_; }
   DeviceMemoryInfo memory_info() override;
+  LiveObjects live_objects() const override;
 
   std::uintptr_t reserve(std::size_t bytes, std::size_t alignment) override;
   void free_va(std::uintptr_t base, std::size_t bytes) override;
@@ -95,6 +97,11 @@ class CudaBackend final : public Backend {
   CUcontext context_ = nullptr;
   std::size_t granularity_ = 0;
   std::atomic<bool> exportable_{true};
+
+  // Live handles (with their sizes) and reservations, for live_objects().
+  mutable std::mutex objects_mutex_;
+  std::unordered_map<std::uint64_t, std::size_t> handle_bytes_;
+  LiveObjects live_;
 
   static constexpr std::size_t kMaxCachedEvents = 64;
   std::mutex events_mutex_;

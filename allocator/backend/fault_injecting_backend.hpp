@@ -64,6 +64,7 @@ class FaultInjectingBackend final : public Backend {
   int device() const noexcept override { return inner_.device(); }
   std::size_t granularity() const noexcept override { return inner_.granularity(); }
   DeviceMemoryInfo memory_info() override { return inner_.memory_info(); }
+  LiveObjects live_objects() const override { return inner_.live_objects(); }
 
   std::uintptr_t reserve(std::size_t bytes, std::size_t alignment) override;
   void free_va(std::uintptr_t base, std::size_t bytes) override;

@@ -561,6 +561,17 @@ void HostBackend::destroy_fence(FenceHandle fence) noexcept {
 
 // ------------------------------------------------------------ accounting
 
+LiveObjects HostBackend::live_objects() const {
+  std::lock_guard lock(mutex_);
+  LiveObjects out;
+  out.handles = live_handles_;
+  out.handle_bytes = created_bytes_;
+  out.reservations = reservations_.size();
+  for (const auto& [base, bytes] : reservations_) out.reserved_bytes += bytes;
+  out.mapped_bytes = mapped_bytes_;
+  return out;
+}
+
 std::size_t HostBackend::live_handles() const {
   std::lock_guard lock(mutex_);
   return live_handles_;

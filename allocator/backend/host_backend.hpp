@@ -132,6 +132,7 @@ class HostBackend final : public Backend {
   // total = Options::device_memory, free = total - bytes of handles alive
   // (a handle released while mapped stays alive until its last unmap).
   DeviceMemoryInfo memory_info() override;
+  LiveObjects live_objects() const override;
 
   // Throws DriverError (EINVAL) for a size that is 0 or not a multiple of
   // the granularity or an alignment that is not a power of two (0 means the

@@ -120,6 +120,12 @@ TEST_CASE("the CUDA backend maps memory kernels can use", "[gpu][backend]") {
   const vmm::PhysicalHandle handle = backend.create(bytes);
   backend.map(va, bytes, handle);
   backend.set_access(va, bytes);
+  const vmm::LiveObjects live = backend.live_objects();
+  CHECK(live.handles == 1);
+  CHECK(live.handle_bytes == bytes);
+  CHECK(live.reservations == 1);
+  CHECK(live.reserved_bytes == bytes);
+  CHECK(live.mapped_bytes == bytes);
 
   vmm::Stream s = dev->create_stream();
   dev->fill(s, reinterpret_cast<void*>(va), bytes, 0x5A);
@@ -140,6 +146,7 @@ TEST_CASE("the CUDA backend maps memory kernels can use", "[gpu][backend]") {
   backend.unmap(va, bytes);
   backend.release(handle);
   backend.free_va(va, bytes);
+  CHECK(backend.live_objects() == vmm::LiveObjects{});
   dev->destroy_stream(s);
 }
 

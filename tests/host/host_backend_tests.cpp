@@ -192,6 +192,12 @@ TEST_CASE("host backend: map, set access, unmap round trip keeps the handle's da
   const vmm::PhysicalHandle h = b.create(2 * G);
   b.map(base, 2 * G, h);
   CHECK(b.mapped_bytes() == 2 * G);
+  const vmm::LiveObjects live = b.live_objects();
+  CHECK(live.handles == 1);
+  CHECK(live.handle_bytes == 2 * G);
+  CHECK(live.reservations == 1);
+  CHECK(live.reserved_bytes == 4 * G);
+  CHECK(live.mapped_bytes == 2 * G);
   b.set_access(base, 2 * G);
   for (std::size_t i = 0; i < 2 * G; i += 4096) ptr(base)[i] = static_cast<std::uint8_t>(i >> 12);
   b.unmap(base, 2 * G);
@@ -210,6 +216,7 @@ TEST_CASE("host backend: map, set access, unmap round trip keeps the handle's da
   b.free_va(base, 4 * G);
   CHECK(b.live_handles() == 0);
   CHECK(b.created_bytes() == 0);
+  CHECK(b.live_objects() == vmm::LiveObjects{});
 }
 
 TEST_CASE("host backend: one handle mapped at two addresses aliases the same bytes",
