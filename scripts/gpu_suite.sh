@@ -12,7 +12,8 @@
 # into $OUT/gpu_suite_logs.tgz and the summary is copied to
 # $OUT/gpu_suite_summary.txt (nothing else is written to $OUT). The script
 # keeps going after a failed step and exits non-zero if any step failed.
-# Environment: JOBS (build parallelism, default nproc), CUDA_ARCH (default 90),
+# Environment: COMMIT (the commit to print; a device's copy of the tree may
+# carry no current .git), JOBS (build parallelism, default nproc), CUDA_ARCH (default 90),
 # STEPS (comma list of ctest,memcheck,racecheck,synccheck; default all: the
 # device allows 10 minutes a call, so a suite may be split over two calls
 # on one warm machine - the build in build-gpu is reused).
@@ -64,8 +65,13 @@ note_failure() {
 finish() {
   {
     echo "vmmalloc GPU suite, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-      "$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo '(dirty tree)')"
+    # COMMIT names the tree's commit where the copy has no (current) .git.
+    if [ -n "${COMMIT:-}" ]; then
+      echo "commit: $COMMIT"
+    else
+      echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+        "$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo '(dirty tree)')"
+    fi
     echo "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n 1 || echo none)"
     printf '%s\n' "${RESULTS[@]}"
     if [ "$FAILED" -eq 0 ]; then echo "RESULT: all steps passed"; else echo "RESULT: FAILED"; fi
