@@ -10,8 +10,17 @@
 # touches apt-get then, so it also works on machines without network. When
 # something is missing and apt-get is unavailable it fails saying what.
 #
-# Usage: scripts/setup-deps.sh        (root, or a user with sudo)
+# Usage: scripts/setup-deps.sh [--fuzz]   (root, or a user with sudo)
+#   --fuzz: also clang with libFuzzer (for scripts/fuzz.sh)
 set -euo pipefail
+
+WANT_FUZZ=0
+for arg in "$@"; do
+  case "$arg" in
+    --fuzz) WANT_FUZZ=1 ;;
+    *) printf 'setup-deps: unknown argument %s (accepted: --fuzz)\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 
 readonly MIN_CMAKE=3.25
 readonly MIN_GXX=11
@@ -143,6 +152,25 @@ for dir in "${CUDAToolkit_ROOT:-}" "${CUDA_PATH:-}" "${CUDA_HOME:-}" \
 done
 if [ -z "$cuda_header" ]; then
   die "CUDA toolkit headers not found (looked for include/cuda.h under \$CUDAToolkit_ROOT, \$CUDA_PATH, \$CUDA_HOME, nvcc's prefix, /usr/local/cuda, /usr). Install the CUDA toolkit (headers are enough; no GPU or driver needed)."
+fi
+
+# ------------------------------------------------- fuzzing (--fuzz only)
+# clang with libFuzzer (Debian: clang + libclang-rt-<major>-dev).
+libfuzzer_works() {
+  have clang++ || return 1
+  local probe rc=0
+  probe="$(mktemp -d)"
+  printf '#include <cstdint>\n#include <cstddef>\nextern "C" int LLVMFuzzerTestOneInput(const uint8_t*, size_t) { return 0; }\n' >"$probe/f.cpp"
+  clang++ -fsanitize=fuzzer,address "$probe/f.cpp" -o "$probe/f" >/dev/null 2>&1 || rc=1
+  rm -rf "$probe"
+  return "$rc"
+}
+if [ "$WANT_FUZZ" -eq 1 ] && ! libfuzzer_works; then
+  have clang++ || apt_install clang
+  major="$(clang++ -dumpversion | cut -d. -f1)"
+  libfuzzer_works || apt_install "libclang-rt-$major-dev"
+  installed_any=1
+  libfuzzer_works || die "clang++ -fsanitize=fuzzer still fails after installing clang and libclang-rt-$major-dev"
 fi
 
 if [ "$installed_any" -eq 1 ]; then

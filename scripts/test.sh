@@ -9,6 +9,8 @@
 #   4. build-tsan/             ThreadSanitizer
 #      (3 and 4: host code only - no CUDA compiler, no benchmarks; skipped
 #      with VMMALLOC_SANITIZERS=0, or pick one with =asan or =tsan)
+#   5. build-fuzz/             libFuzzer targets (clang): corpus replay, then
+#                              VMMALLOC_FUZZ_SECONDS (60) of fuzzing each
 #
 # Prints a summary line per stage and, last, the test totals over all stages
 # ("total: N passed, N failed, N skipped"). Exits non-zero if any stage fails.
@@ -189,6 +191,22 @@ case "$SANITIZERS" in
     sanitizer_stage tsan "$BUILD_DIR-tsan" thread
     ;;
 esac
+
+# ------------------------------------------------------------------ 5. fuzz
+# libFuzzer targets (clang, ASan+UBSan): corpus replay, then a bounded run of
+# each (VMMALLOC_FUZZ_SECONDS, default 60; 0 skips the stage).
+FUZZ_SECONDS="${VMMALLOC_FUZZ_SECONDS:-60}"
+if [ "$FUZZ_SECONDS" = 0 ]; then
+  stage_skipped fuzz "VMMALLOC_FUZZ_SECONDS=0"
+else
+  stage_begin fuzz
+  fuzz_out="$(VMMALLOC_FUZZ_SECONDS="$FUZZ_SECONDS" scripts/fuzz.sh 2>&1)"
+  rc=$?
+  printf '%s\n' "$fuzz_out" | tail -n 60
+  detail="$(printf '%s\n' "$fuzz_out" | grep '^fuzz: ' | sed 's/^fuzz: //' | paste -sd ';' -)"
+  stage_end fuzz "$rc" "$detail"
+  if [ "$rc" -ne 0 ]; then TOTAL_FAILED=$((TOTAL_FAILED + 1)); fi
+fi
 
 print_summary
 [ "$FAILED_STAGES" -eq 0 ]
