@@ -6,6 +6,7 @@
 #include <string>
 
 #include "allocator/device_context.hpp"
+#include "vmmalloc/allocator.hpp"
 #include "vmmalloc/config.hpp"
 #include "vmmalloc/errors.hpp"
 #include "vmmalloc/vmmalloc.h"
@@ -128,6 +129,73 @@ vmm_status vmm_workspace_destroy(vmm_workspace* ws, vmm_stream_t stream) {
   const vmm_status status = guarded([&] { ws->workspace.release(stream); });
   if (status == VMM_SUCCESS) delete ws;  // on failure the caller still owns it, intact
   return status;
+}
+
+vmm_status vmm_malloc(void** ptr, size_t bytes, int device, vmm_stream_t stream) {
+  if (ptr == nullptr) return null_argument("ptr");
+  *ptr = nullptr;
+  return guarded([&] { *ptr = vmm::Allocator::instance(device).allocate(bytes, stream); });
+}
+
+vmm_status vmm_free(void* ptr, vmm_stream_t stream) {
+  if (ptr == nullptr) return VMM_SUCCESS;
+  return guarded([&] {
+    vmm::Allocator* owner = vmm::Allocator::owner_of(ptr);
+    if (owner == nullptr) {
+      throw vmm::UnknownPointerError(
+          "vmm_free: pointer is not a live vmmalloc block (double free or foreign pointer)");
+    }
+    if (stream == nullptr) {
+      owner->deallocate(ptr);
+    } else {
+      owner->deallocate(ptr, stream);
+    }
+  });
+}
+
+vmm_status vmm_record_stream(void* ptr, vmm_stream_t stream) {
+  return guarded([&] {
+    vmm::Allocator* owner = vmm::Allocator::owner_of(ptr);
+    if (owner == nullptr) {
+      throw vmm::UnknownPointerError("vmm_record_stream: pointer is not a live vmmalloc block");
+    }
+    owner->record_stream(ptr, stream);
+  });
+}
+
+vmm_status vmm_release_stream(vmm_stream_t stream) {
+  return guarded([&] { vmm::Allocator::release_stream_everywhere(stream); });
+}
+
+vmm_status vmm_empty_cache(int device, size_t* released) {
+  return guarded([&] {
+    const std::size_t n = vmm::Allocator::instance(device).empty_cache();
+    if (released != nullptr) *released = n;
+  });
+}
+
+vmm_status vmm_block_size(const void* ptr, size_t* bytes) {
+  if (bytes == nullptr) return null_argument("bytes");
+  return guarded([&] {
+    vmm::Allocator* owner = vmm::Allocator::owner_of(ptr);
+    if (owner == nullptr) {
+      throw vmm::UnknownPointerError("vmm_block_size: pointer is not a live vmmalloc block");
+    }
+    *bytes = owner->block_size(ptr);
+  });
+}
+
+vmm_status vmm_get_allocator_stats(int device, vmm_allocator_stats* stats) {
+  if (stats == nullptr) return null_argument("stats");
+  return guarded([&] {
+    const vmm::AllocatorStats s = vmm::Allocator::instance(device).stats();
+    *stats = vmm_allocator_stats{s.allocated_bytes,  s.peak_allocated_bytes, s.requested_bytes,
+                                 s.peak_requested_bytes, s.reserved_bytes, s.peak_reserved_bytes,
+                                 s.mapped_bytes,     s.cached_bytes,         s.pending_bytes,
+                                 s.inactive_split_bytes, s.active_blocks,  s.allocations,
+                                 s.frees,            s.stitches,             s.chunk_creates,
+                                 s.chunk_releases,   s.ooms};
+  });
 }
 
 }  // extern "C"

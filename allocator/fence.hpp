@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <exception>
 #include <memory>
 
 #include "allocator/backend/backend.hpp"
@@ -36,7 +37,11 @@ class Fence {
 
   // Waits for this fence only. Throws DriverError.
   void wait() const {
-    if (completed()) return;
+    try {
+      if (completed()) return;
+    } catch (const std::exception&) {
+      // The query failed; the wait below is the authority.
+    }
     state_->backend.wait_fence(state_->handle);
     state_->done.store(true, std::memory_order_release);
   }

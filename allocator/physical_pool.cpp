@@ -254,6 +254,14 @@ std::size_t PhysicalPool::trim(std::size_t target_cached_bytes) {
   return cached_before > stats_.cached_bytes ? cached_before - stats_.cached_bytes : 0;
 }
 
+std::vector<std::size_t> PhysicalPool::cached_counts() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::size_t> counts;
+  counts.reserve(free_.size());
+  for (const auto& list : free_) counts.push_back(list.size());
+  return counts;
+}
+
 PoolStats PhysicalPool::stats() const {
   std::lock_guard lock(mutex_);
   return stats_;

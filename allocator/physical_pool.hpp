@@ -70,6 +70,8 @@ class PhysicalPool {
   std::size_t trim(std::size_t target_cached_bytes);
 
   PoolStats stats() const;
+  // How many chunks of each class (chunk_classes() order) are cached now.
+  std::vector<std::size_t> cached_counts() const;
   const std::vector<std::size_t>& chunk_classes() const noexcept { return classes_; }
   std::size_t granularity() const noexcept { return granularity_; }
   std::size_t cache_limit() const noexcept { return cache_limit_; }

@@ -13,6 +13,8 @@ namespace vmm {
 namespace {
 // How often the background thread queries pending fences while any exist.
 constexpr auto kPollInterval = std::chrono::microseconds(500);
+// How often the thread wakes for its periodic tasks when nothing is pending.
+constexpr auto kTaskTick = std::chrono::milliseconds(5);
 }  // namespace
 
 Reclaimer::Reclaimer(Backend& backend, PhysicalPool& pool, AddressSpace& space,
@@ -45,7 +47,7 @@ Reclaimer::Ticket Reclaimer::submit(std::vector<Fence> fences, std::vector<Mappi
   e.fences = std::move(fences);
   e.mappings = std::move(mappings);
   e.range = range;
-  for (const Mapping& m : e.mappings) e.bytes += m.chunk.bytes;
+  for (const Mapping& m : e.mappings) e.bytes += m.alias ? 0 : m.chunk.bytes;
   Ticket t;
   {
     std::lock_guard lock(mutex_);
@@ -108,7 +110,7 @@ bool Reclaimer::reclaim(Entry& e) {
   for (const Mapping& m : e.mappings) {
     try {
       backend_.unmap(m.va, m.chunk.bytes);
-      unmapped.push_back(m.chunk);
+      if (!m.alias) unmapped.push_back(m.chunk);
     } catch (const Error& err) {
       log(LogLevel::warn, "reclaimer: unmapping %s failed (will retry): %s",
           format_bytes(m.chunk.bytes).c_str(), err.what());
@@ -217,7 +219,14 @@ void Reclaimer::run() {
   std::unique_lock lock(mutex_);
   while (!stopping_) {
     if (entries_.empty()) {
-      wake_.wait(lock, [&] { return stopping_ || !entries_.empty(); });
+      if (has_tasks_.load()) {
+        wake_.wait_for(lock, kTaskTick, [&] { return stopping_ || !entries_.empty(); });
+        lock.unlock();
+        run_due_tasks();
+        lock.lock();
+      } else {
+        wake_.wait(lock, [&] { return stopping_ || !entries_.empty() || has_tasks_.load(); });
+      }
       continue;
     }
     lock.unlock();
@@ -226,8 +235,48 @@ void Reclaimer::run() {
     } catch (const std::exception& e) {
       log(LogLevel::warn, "reclaimer: %s", e.what());
     }
+    run_due_tasks();
     lock.lock();
     wake_.wait_for(lock, kPollInterval, [&] { return stopping_; });
+  }
+}
+
+Reclaimer::TaskId Reclaimer::add_background_task(std::function<void()> task,
+                                                 std::chrono::milliseconds interval) {
+  TaskId id;
+  {
+    std::lock_guard lock(tasks_mutex_);
+    id = next_task_++;
+    tasks_.push_back({id, std::move(task), interval, std::chrono::steady_clock::now() + interval});
+    has_tasks_.store(true);
+  }
+  {
+    std::lock_guard lock(mutex_);  // no lost wake-up against run()'s predicate
+  }
+  wake_.notify_all();
+  return id;
+}
+
+void Reclaimer::remove_background_task(TaskId id) {
+  std::lock_guard lock(tasks_mutex_);  // waits for a running task
+  tasks_.erase(std::remove_if(tasks_.begin(), tasks_.end(),
+                              [&](const Task& t) { return t.id == id; }),
+               tasks_.end());
+  has_tasks_.store(!tasks_.empty());
+}
+
+void Reclaimer::run_due_tasks() {
+  if (!has_tasks_.load()) return;
+  std::lock_guard lock(tasks_mutex_);
+  const auto now = std::chrono::steady_clock::now();
+  for (Task& t : tasks_) {
+    if (now < t.next) continue;
+    t.next = now + t.interval;
+    try {
+      t.fn();
+    } catch (const std::exception& e) {
+      log(LogLevel::warn, "reclaimer background task: %s", e.what());
+    }
   }
 }
 

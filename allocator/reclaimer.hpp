@@ -12,8 +12,11 @@
 // marked so cancel() can wait for it to finish instead of racing it.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <cstddef>
+#include <atomic>
 #include <cstdint>
 #include <list>
 #include <mutex>
@@ -28,10 +31,14 @@
 
 namespace vmm {
 
-// One mapped chunk: `chunk` is mapped (whole) at `va`.
+// One mapped chunk: `chunk` is mapped (whole) at `va`. An alias mapping is a
+// second address of a chunk that stays mapped (and in use) elsewhere: the
+// reclaimer only unmaps it, and neither returns the chunk to the pool nor
+// counts it as pending.
 struct Mapping {
   std::uintptr_t va = 0;
   Chunk chunk;
+  bool alias = false;
   std::uintptr_t end() const noexcept { return va + chunk.bytes; }
 };
 
@@ -89,6 +96,15 @@ class Reclaimer {
 
   ReclaimerStats stats() const;
 
+  // Periodic work for the background thread (the heap's trim of cached
+  // memory above its limit): `task` runs on that thread (relaxed capture
+  // mode) about every `interval`, outside the reclaimer's lock. Returns an id
+  // for remove_background_task, which waits for a running call to finish.
+  // Without a background thread the task never runs.
+  using TaskId = std::uint64_t;
+  TaskId add_background_task(std::function<void()> task, std::chrono::milliseconds interval);
+  void remove_background_task(TaskId id);
+
   // The pool's and the reclaimer's counters read at one instant: chunks move
   // from "pending" to "cached" under the reclaimer's lock, so in a quiet
   // moment pool.acquired_bytes == bytes mapped by regions + pending_bytes.
@@ -129,6 +145,19 @@ class Reclaimer {
   Ticket next_ticket_ = 1;
   bool stopping_ = false;
   ReclaimerStats stats_;
+
+  struct Task {
+    TaskId id;
+    std::function<void()> fn;
+    std::chrono::milliseconds interval;
+    std::chrono::steady_clock::time_point next;
+  };
+  void run_due_tasks();
+  std::mutex tasks_mutex_;  // guards tasks_; held while tasks run (before mutex_)
+  std::vector<Task> tasks_;
+  TaskId next_task_ = 1;
+  std::atomic<bool> has_tasks_{false};
+
   std::thread thread_;
 };
 

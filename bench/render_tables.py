@@ -61,6 +61,8 @@ def fmt_value(key: str, value) -> str:
             return fmt_bytes(int(value))
         if key.endswith("_ms"):
             return f"{value:.3f}"
+        if key.startswith("ns_"):
+            return f"{value:,.1f}"
         if isinstance(value, float):
             return f"{value:.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
         return f"{value:,}" if abs(value) >= 10000 else str(value)
@@ -125,8 +127,173 @@ def workspace_growth_verdict(doc: dict) -> list[str]:
     return lines
 
 
+# The alloc_latency targets (issue: allocation latency): on a warm cache,
+# vmmalloc's allocate+free pair takes at most 150 ns (median) single-threaded
+# at every size, makes no driver call, and with 8 threads vmmalloc serves at
+# least 10x the total pairs per second of PyTorch's caching allocator.
+VMMALLOC = "vmmalloc"
+TORCH_CACHING = "torch-caching"
+MAX_NS_PER_PAIR = 150.0
+MT_THREADS = 8
+MIN_MT_SPEEDUP = 10.0
+
+
+def _alloc_latency_pivot(rows: list[dict], threads: int, field: str, title: str) -> list[str]:
+    """Sizes down, systems across, for one thread count and one field."""
+    systems: list[str] = []
+    sizes: list[int] = []
+    cells: dict[tuple[str, int], object] = {}
+    for r in rows:
+        if int(r["threads"]) != threads:
+            continue
+        name, size = r["system"], int(r["size_bytes"])
+        if name not in systems:
+            systems.append(name)
+        if size not in sizes:
+            sizes.append(size)
+        cells[(name, size)] = r[field]
+    if not systems:
+        return []
+    lines = [title, "", "| size | " + " | ".join(f"`{n}`" for n in systems) + " |",
+             "|---:|" + "---:|" * len(systems)]
+    for size in sorted(sizes):
+        vals = []
+        for n in systems:
+            v = cells.get((n, size))
+            vals.append("-" if v is None else fmt_value(field, v))
+        lines.append(f"| {fmt_bytes(size)} | " + " | ".join(vals) + " |")
+    return lines + [""]
+
+
+def alloc_latency_verdict(doc: dict) -> list[str]:
+    """The 'target met?' lines of alloc_latency, computed from the rows."""
+    rows = doc.get("rows", [])
+    vm = [r for r in rows if r.get("system") == VMMALLOC]
+    if not vm:
+        return [f"**Target met? no**: this run has no `{VMMALLOC}` row."]
+    by = {(r["system"], int(r["size_bytes"]), int(r["threads"])): r for r in rows}
+    sizes = sorted({int(r["size_bytes"]) for r in vm})
+    checks: list[tuple[bool, str]] = []
+
+    for size in sizes:
+        r = by.get((VMMALLOC, size, 1))
+        if r is None:
+            checks.append((False, f"{fmt_bytes(size)}, 1 thread: not measured"))
+            continue
+        ns = float(r["ns_per_pair_median"])
+        checks.append((ns <= MAX_NS_PER_PAIR,
+                       f"{fmt_bytes(size)}, 1 thread: {ns:,.1f} ns per pair "
+                       f"(target <= {MAX_NS_PER_PAIR:.0f} ns)"))
+
+    calls = [(int(r["size_bytes"]), int(r["threads"]), r.get("driver_calls_per_pair")) for r in vm]
+    unmeasured = [c for c in calls if c[2] is None]
+    calling = [c for c in calls if c[2] is not None and float(c[2]) > 0]
+    if unmeasured:
+        checks.append((False, f"driver calls per pair not measured in {len(unmeasured)} "
+                              f"`{VMMALLOC}` row(s)"))
+    elif calling:
+        worst = max(calling, key=lambda c: float(c[2]))
+        checks.append((False, f"driver calls on cache hits in {len(calling)} of {len(calls)} rows "
+                              f"(most: {float(worst[2]):.4g} per pair at {fmt_bytes(worst[0])}, "
+                              f"{worst[1]} threads)"))
+    else:
+        checks.append((True, f"no driver call on a cache hit: 0 per pair in all {len(calls)} "
+                             f"`{VMMALLOC}` rows"))
+
+    for size in sizes:
+        r = by.get((VMMALLOC, size, MT_THREADS))
+        t = by.get((TORCH_CACHING, size, MT_THREADS))
+        label = f"{fmt_bytes(size)}, {MT_THREADS} threads"
+        if r is None or t is None:
+            missing = VMMALLOC if r is None else TORCH_CACHING
+            checks.append((False, f"{label}: no `{missing}` row to compare"))
+            continue
+        mine, theirs = float(r["pairs_per_s_total"]), float(t["pairs_per_s_total"])
+        ratio = mine / theirs if theirs > 0 else float("inf")
+        checks.append((ratio >= MIN_MT_SPEEDUP,
+                       f"{label}: {mine:,.0f} pairs/s, {ratio:,.1f}x `{TORCH_CACHING}`'s "
+                       f"{theirs:,.0f} (target >= {MIN_MT_SPEEDUP:.0f}x)"))
+
+    met = all(ok for ok, _ in checks)
+    lines = [f"**Target met? {'yes' if met else 'no'}** ({VMMALLOC}):", ""]
+    lines += [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
+    lines.append("")
+    lines += _alloc_latency_pivot(rows, 1, "ns_per_pair_median",
+                                  "Median ns per allocate+free pair, 1 thread:")
+    lines += _alloc_latency_pivot(rows, MT_THREADS, "pairs_per_s_total",
+                                  f"Total pairs per second, {MT_THREADS} threads:")
+    return lines
+
+
+# The replay targets: vmmalloc's ratio (peak physical / peak live) at most
+# REPLAY_GPT2_MAX_RATIO on the shared GPT-2 trace and REPLAY_MAX_RATIO on
+# every other trace, and below every PyTorch configuration on each trace.
+REPLAY_VMMALLOC = "vmmalloc"
+REPLAY_GPT2_TRACE = "gpt2-train"
+REPLAY_GPT2_MAX_RATIO = 1.015
+REPLAY_MAX_RATIO = 1.02
+REPLAY_TORCH_SYSTEMS = ("torch-default", "torch-expandable", "torch-cudamallocasync")
+
+
+def replay_verdict(doc: dict) -> list[str]:
+    """Per trace: the ratios side by side, and whether vmmalloc meets its targets."""
+    vmm = REPLAY_VMMALLOC
+    traces: list[str] = []
+    by_trace: dict[str, dict[str, dict]] = {}
+    for r in doc.get("rows", []):
+        t = str(r["trace"])
+        if t not in by_trace:
+            traces.append(t)
+            by_trace[t] = {}
+        by_trace[t][str(r["system"])] = r
+    systems = [s for s in (*REPLAY_TORCH_SYSTEMS, vmm) if any(s in by_trace[t] for t in traces)]
+    for t in traces:
+        systems += [s for s in by_trace[t] if s not in systems]
+
+    lines = ["Ratio (peak physical / peak live) by trace:", ""]
+    lines.append("| trace | peak live | " + " | ".join(f"`{s}`" for s in systems) + " |")
+    lines.append("|---|---:|" + "---:|" * len(systems))
+    for t in traces:
+        live = next(iter(by_trace[t].values()))["peak_live_bytes"]
+        cells = [f"{float(by_trace[t][s]['ratio']):.4f}" if s in by_trace[t] else "-" for s in systems]
+        lines.append(f"| {t} | {fmt_bytes(int(live))} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    checks: list[tuple[bool, str]] = []
+    for t in traces:
+        limit = REPLAY_GPT2_MAX_RATIO if t == REPLAY_GPT2_TRACE else REPLAY_MAX_RATIO
+        vm = by_trace[t].get(vmm)
+        if vm is None:
+            checks.append((False, f"{t}: no `{vmm}` row in this run"))
+            continue
+        ratio = float(vm["ratio"])
+        checks.append((ratio <= limit, f"{t}: `{vmm}` ratio {ratio:.4f} (target <= {limit})"))
+        missing = [s for s in REPLAY_TORCH_SYSTEMS if s not in by_trace[t]]
+        if missing:
+            checks.append((False, f"{t}: no row for {', '.join(f'`{s}`' for s in missing)} to compare with"))
+        torch_rows = [by_trace[t][s] for s in REPLAY_TORCH_SYSTEMS if s in by_trace[t]]
+        if torch_rows:
+            best = min(torch_rows, key=lambda r: float(r["ratio"]))
+            below = all(ratio < float(r["ratio"]) for r in torch_rows)
+            peak = int(vm["peak_physical_bytes"])
+            vs = ", ".join(f"`{r['system']}` {float(r['ratio']):.4f}"
+                           + (f" ({int(r['peak_physical_bytes']) / peak:.3f}x vmmalloc's peak)" if peak > 0 else "")
+                           for r in torch_rows)
+            checks.append((below, f"{t}: `{vmm}` {ratio:.4f} "
+                                  f"{'below' if below else 'NOT below'} every PyTorch configuration "
+                                  f"(best `{best['system']}` {float(best['ratio']):.4f}; {vs})"))
+    met = bool(checks) and all(ok for ok, _ in checks)
+    lines += [f"**Target met? {'yes' if met else 'no'}** ({vmm}: ratio <= {REPLAY_GPT2_MAX_RATIO} on "
+              f"{REPLAY_GPT2_TRACE}, <= {REPLAY_MAX_RATIO} on the other traces, and below every PyTorch "
+              "configuration on each trace):", ""]
+    lines += [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
+    return lines
+
+
 VERDICTS = {
     "workspace_growth": workspace_growth_verdict,
+    "alloc_latency": alloc_latency_verdict,
+    "replay": replay_verdict,
 }
 
 

@@ -122,6 +122,11 @@ class Backend {
   // reclaimer): makes the device's context current and switches the thread
   // to relaxed stream-capture mode so its queries never break a capture.
   virtual void prepare_background_thread() {}
+
+  // True while `stream` is being captured into a CUDA graph. A fence must not
+  // be recorded (and queried) on such a stream: that would end the capture.
+  // Never waits. Throws DriverError.
+  virtual bool stream_capturing(Stream /*stream*/) { return false; }
 };
 
 }  // namespace vmm

@@ -206,8 +206,38 @@ void CudaBackend::set_access(std::uintptr_t va, std::size_t bytes) {
   check(driver_.MemSetAccess(static_cast<CUdeviceptr>(va), bytes, &access, 1), "cuMemSetAccess");
 }
 
+// Event create/record/query/synchronize are "potentially unsafe" calls in
+// CUDA's global capture mode: made from any thread while some thread captures
+// in that mode, they invalidate the capture. Fences are made and queried from
+// allocating threads too (not only the reclaimer), so every fence call runs
+// in relaxed mode and restores the thread's own mode afterwards.
+class CudaBackend::RelaxedCapture {
+ public:
+  explicit RelaxedCapture(const CudaBackend& backend) : driver_(backend.driver_) {
+    changed_ = driver_.ThreadExchangeStreamCaptureMode(&mode_) == CUDA_SUCCESS;
+  }
+  ~RelaxedCapture() {
+    if (changed_) (void)driver_.ThreadExchangeStreamCaptureMode(&mode_);
+  }
+  RelaxedCapture(const RelaxedCapture&) = delete;
+  RelaxedCapture& operator=(const RelaxedCapture&) = delete;
+
+ private:
+  const cuda::Driver& driver_;
+  CUstreamCaptureMode mode_ = CU_STREAM_CAPTURE_MODE_RELAXED;
+  bool changed_ = false;
+};
+
+bool CudaBackend::stream_capturing(Stream stream) {
+  CurrentContext scope(*this);
+  CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
+  check(driver_.StreamIsCapturing(stream, &status), "cuStreamIsCapturing");
+  return status != CU_STREAM_CAPTURE_STATUS_NONE;
+}
+
 FenceHandle CudaBackend::record_fence(Stream stream) {
   CurrentContext scope(*this);
+  RelaxedCapture relaxed(*this);
   CUevent event = nullptr;
   {
     std::lock_guard lock(events_mutex_);
@@ -232,6 +262,7 @@ FenceHandle CudaBackend::record_fence(Stream stream) {
 
 bool CudaBackend::fence_completed(FenceHandle fence) {
   CurrentContext scope(*this);
+  RelaxedCapture relaxed(*this);
   const CUresult rc = driver_.EventQuery(static_cast<CUevent>(fence.value));
   if (rc == CUDA_SUCCESS) return true;
   if (rc == CUDA_ERROR_NOT_READY) return false;
@@ -241,6 +272,7 @@ bool CudaBackend::fence_completed(FenceHandle fence) {
 
 void CudaBackend::wait_fence(FenceHandle fence) {
   CurrentContext scope(*this);
+  RelaxedCapture relaxed(*this);
   check(driver_.EventSynchronize(static_cast<CUevent>(fence.value)), "cuEventSynchronize");
 }
 

@@ -81,6 +81,10 @@ class CudaBackend final : public Backend {
   // invalidate another thread's stream capture.
   void prepare_background_thread() override;
 
+  // cuStreamIsCapturing: true for CU_STREAM_CAPTURE_STATUS_ACTIVE (and for
+  // an invalidated capture, which has not ended yet).
+  bool stream_capturing(Stream stream) override;
+
   // Whether new handles are exportable as POSIX file descriptors.
   bool exportable_handles() const noexcept { return exportable_.load(std::memory_order_relaxed); }
   CUcontext context() const noexcept { return context_; }
@@ -88,6 +92,7 @@ class CudaBackend final : public Backend {
 
  private:
   class CurrentContext;  // scoped "make ours current, then restore"
+  class RelaxedCapture;  // scoped "relaxed stream-capture mode, then restore"
 
   CUmemAllocationProp allocation_prop(bool exportable) const noexcept;
 

@@ -64,6 +64,7 @@ namespace vmm::cuda {
   X(EventSynchronize, 2000, true)                 \
   X(EventDestroy, 4000, true)                     \
   X(ThreadExchangeStreamCaptureMode, 10010, true) \
+  X(StreamIsCapturing, 10000, true)               \
   X(StreamGetCaptureInfo, 12030, false)
 
 struct Driver {

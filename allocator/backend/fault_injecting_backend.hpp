@@ -78,6 +78,7 @@ class FaultInjectingBackend final : public Backend {
   void wait_fence(FenceHandle fence) override;
   void destroy_fence(FenceHandle fence) noexcept override { inner_.destroy_fence(fence); }
   void prepare_background_thread() override { inner_.prepare_background_thread(); }
+  bool stream_capturing(Stream stream) override { return inner_.stream_capturing(stream); }
 
  private:
   struct Slot {

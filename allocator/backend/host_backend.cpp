@@ -17,6 +17,8 @@
 // dropped, and only then is the stream's own lock taken.
 #include "allocator/backend/host_backend.hpp"
 
+#include <algorithm>
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -509,8 +511,25 @@ void HostBackend::set_access(std::uintptr_t va, std::size_t bytes) {
 
 // ------------------------------------------------------------ fences
 
+bool HostBackend::stream_capturing(Stream stream) {
+  std::lock_guard lock(fences_mutex_);
+  return std::find(capturing_.begin(), capturing_.end(), stream) != capturing_.end();
+}
+
+void HostBackend::set_stream_capturing(Stream stream, bool capturing) {
+  std::lock_guard lock(fences_mutex_);
+  auto it = std::find(capturing_.begin(), capturing_.end(), stream);
+  if (capturing && it == capturing_.end()) capturing_.push_back(stream);
+  if (!capturing && it != capturing_.end()) capturing_.erase(it);
+}
+
 FenceHandle HostBackend::record_fence(Stream stream) {
   count(BackendCall::record_fence);
+  if (stream_capturing(stream)) {
+    throw DriverError(backend_call_name(BackendCall::record_fence), EPERM,
+                      "host backend: record_fence on a capturing stream (a CUDA capture "
+                      "would be invalidated)");
+  }
   std::shared_ptr<HostStream> s;
   try {
     s = streams_->find(stream);

@@ -45,6 +45,7 @@
 #include <mutex>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "allocator/backend/backend.hpp"
 #include "allocator/units.hpp"
@@ -162,6 +163,15 @@ class HostBackend final : public Backend {
   void wait_fence(FenceHandle fence) override;
   // An unknown fence is ignored.
   void destroy_fence(FenceHandle fence) noexcept override;
+  // Whether set_stream_capturing() marked `stream` as capturing.
+  bool stream_capturing(Stream stream) override;
+
+  // --- Simulated CUDA-graph capture (tests) --------------------------------
+  // Marks `stream` as being captured (or no longer). While it is, recording
+  // a fence on it fails with DriverError (EPERM), as recording then querying
+  // an event on a capturing CUDA stream invalidates the capture; host work
+  // queued on it still runs (the host has no graphs).
+  void set_stream_capturing(Stream stream, bool capturing);
 
   // --- Host streams (see HostStreams) ------------------------------------
   Stream create_stream() { return streams_->create(); }
@@ -220,6 +230,7 @@ class HostBackend final : public Backend {
 
   mutable std::mutex fences_mutex_;
   std::unordered_map<Fence*, std::unique_ptr<Fence>> fences_;
+  std::vector<Stream> capturing_;  // guarded by fences_mutex_
 
   std::array<std::atomic<std::uint64_t>, kBackendCallKinds> calls_{};
 };

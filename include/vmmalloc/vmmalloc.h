@@ -13,6 +13,7 @@
 #define VMMALLOC_VMMALLOC_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "vmmalloc/export.h"
 
@@ -81,6 +82,76 @@ VMM_API vmm_status vmm_workspace_mapped_bytes(const vmm_workspace* ws, size_t* m
  * fails (VMM_ERROR_DRIVER: the fence could not be recorded) the workspace is
  * intact and still the caller's: destroy it again later. */
 VMM_API vmm_status vmm_workspace_destroy(vmm_workspace* ws, vmm_stream_t stream);
+
+/* -------------------------------------------------------------- allocator */
+
+/* The general allocator (C++: vmm::Allocator). One per device, process-wide,
+ * thread-safe. A block belongs to the stream it was allocated on: freed, it
+ * is reusable on that stream at once and on another stream only after the
+ * work queued on its stream (and on every stream given to
+ * vmm_record_stream) before the free has completed. No call waits for the
+ * GPU or synchronizes the device. */
+
+/* A block of at least `bytes` bytes (address aligned to 512 bytes) on
+ * `device` (-1: the current CUDA device, or 0), usable on `stream`. *ptr is
+ * NULL for bytes == 0 (VMM_SUCCESS) and on failure: VMM_ERROR_OUT_OF_MEMORY
+ * (vmm_last_error() then says what was tried, the device's capacity and free
+ * memory, what vmmalloc holds in use / cached / pending reclaim, and the
+ * largest request that would fit), VMM_ERROR_INVALID_VALUE, VMM_ERROR_DRIVER.
+ * A failure changes nothing. */
+VMM_API vmm_status vmm_malloc(void** ptr, size_t bytes, int device, vmm_stream_t stream);
+
+/* Frees a block of any device (found by its address). stream == NULL: in
+ * the block's own stream order (the usual case). Otherwise in `stream`'s
+ * order: work queued on `stream` (and on the block's own stream) before this
+ * call may still use the block. To order a free after the legacy default
+ * stream (also NULL), call vmm_record_stream(ptr, NULL) first. ptr == NULL
+ * is a no-op. VMM_ERROR_UNKNOWN_POINTER for a pointer that is not a live
+ * block (double free, foreign pointer): nothing changes. */
+VMM_API vmm_status vmm_free(void* ptr, vmm_stream_t stream);
+
+/* Marks a live block as used on `stream` too: after its free, it is reused
+ * elsewhere only once the work queued on `stream` up to the free is done. */
+VMM_API vmm_status vmm_record_stream(void* ptr, vmm_stream_t stream);
+
+/* Call before destroying a stream used with vmm_malloc/vmm_free/
+ * vmm_record_stream: fences are recorded lazily, and recording on a
+ * destroyed CUDA stream is undefined behaviour. Records the stream's last
+ * fence now (on every device's allocator) and none after, until a new
+ * allocation on the same handle. Free the stream's blocks first. */
+VMM_API vmm_status vmm_release_stream(vmm_stream_t stream);
+
+/* Unmaps every free chunk of `device`'s allocator (once its fence
+ * completes, in the background) and releases the cached chunks to the
+ * device. Waits for nothing. *released (may be NULL) receives the bytes
+ * handed back or queued to be. */
+VMM_API vmm_status vmm_empty_cache(int device, size_t* released);
+
+/* Usable size of a live block (its rounded size). */
+VMM_API vmm_status vmm_block_size(const void* ptr, size_t* bytes);
+
+/* Counters of one device's allocator; names follow PyTorch's memory_stats. */
+typedef struct vmm_allocator_stats {
+  size_t allocated_bytes;      /* live blocks, rounded sizes */
+  size_t peak_allocated_bytes;
+  size_t requested_bytes;      /* live blocks, sizes as requested */
+  size_t peak_requested_bytes;
+  size_t reserved_bytes;       /* physical memory held: mapped + cached + pending */
+  size_t peak_reserved_bytes;
+  size_t mapped_bytes;         /* physical memory mapped in the heap */
+  size_t cached_bytes;         /* free chunks kept by the pool (unmapped) */
+  size_t pending_bytes;        /* unmaps waiting for their fences */
+  size_t inactive_split_bytes; /* free bytes inside mapped segments */
+  size_t active_blocks;
+  uint64_t allocations;
+  uint64_t frees;
+  uint64_t stitches;           /* allocations served by stitching free chunks */
+  uint64_t chunk_creates;      /* physical handles created */
+  uint64_t chunk_releases;
+  uint64_t ooms;               /* allocations that failed out of memory */
+} vmm_allocator_stats;
+
+VMM_API vmm_status vmm_get_allocator_stats(int device, vmm_allocator_stats* stats);
 
 #ifdef __cplusplus
 }

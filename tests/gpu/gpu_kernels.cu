@@ -53,4 +53,26 @@ bool stream_busy(Stream stream) {
   return false;
 }
 
+void begin_capture(Stream stream) {
+  check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
+}
+
+void* end_capture(Stream stream) {
+  cudaGraph_t graph = nullptr;
+  check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+  (void)cudaGraphDestroy(graph);
+  check(err, "cudaGraphInstantiate");
+  return exec;
+}
+
+void launch_graph(void* graph_exec, Stream stream) {
+  check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph_exec), stream), "cudaGraphLaunch");
+}
+
+void destroy_graph(void* graph_exec) {
+  check(cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph_exec)), "cudaGraphExecDestroy");
+}
+
 }  // namespace vmm::test

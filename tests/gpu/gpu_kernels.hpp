@@ -22,4 +22,13 @@ void launch_scribble(Stream stream, void* ptr, std::size_t bytes, std::uint8_t v
 // std::runtime_error for any other result (e.g. a kernel fault).
 bool stream_busy(Stream stream);
 
+// CUDA-graph capture of a stream's work (cudaStreamCaptureModeGlobal, as
+// torch.cuda.graph uses). end_capture returns an instantiated graph (opaque
+// cudaGraphExec_t); each call throws std::runtime_error on failure, naming
+// the runtime call (an invalidated capture fails in end_capture).
+void begin_capture(Stream stream);
+void* end_capture(Stream stream);
+void launch_graph(void* graph_exec, Stream stream);
+void destroy_graph(void* graph_exec);
+
 }  // namespace vmm::test

@@ -1,0 +1,135 @@
+// vmm::Allocator: the general allocator (a caching-allocator replacement).
+//
+// One per device, process-wide and thread-safe (Allocator::instance), or
+// built over an explicit DeviceContext (tests, embedding). Small requests are
+// packed into 2 MiB pages by size class; large ones are served best-fit from
+// mapped free blocks, split and coalesced; when no mapped free block fits,
+// free physical chunks are stitched behind a fresh address range before any
+// new physical memory is created.
+//
+// Streams: a block belongs to the stream it was allocated on. Freed, it is
+// reusable on that stream at once; on another stream only once a fence on
+// its stream (and on every stream passed to record_stream) has completed.
+// Fences are lazy: deallocate() makes no driver call; a fence is recorded
+// only when another stream wants the block or its memory is to be unmapped.
+// Nothing ever synchronizes the device.
+//
+// CUDA graphs: allocations made for a capture go to a graph pool
+// (begin_pool/end_pool); memory of a pool is never handed to other work
+// until release_pool(), since the graph may replay at any time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "vmmalloc/vmmalloc.h"
+
+namespace vmm {
+
+using Stream = vmm_stream_t;
+class DeviceContext;
+class Heap;
+
+// Counters of one device's allocator. Names follow PyTorch's memory_stats.
+struct AllocatorStats {
+  std::size_t allocated_bytes = 0;       // live blocks (their rounded sizes)
+  std::size_t peak_allocated_bytes = 0;
+  std::size_t requested_bytes = 0;       // live blocks (sizes as requested)
+  std::size_t peak_requested_bytes = 0;
+  std::size_t reserved_bytes = 0;        // physical memory held: mapped + cached + pending
+  std::size_t peak_reserved_bytes = 0;
+  std::size_t mapped_bytes = 0;          // physical memory mapped in the heap
+  std::size_t cached_bytes = 0;          // free chunks kept by the pool (unmapped)
+  std::size_t pending_bytes = 0;         // unmaps waiting for their fences
+  std::size_t inactive_split_bytes = 0;  // free bytes inside mapped segments
+  std::size_t active_blocks = 0;
+  std::uint64_t allocations = 0;
+  std::uint64_t frees = 0;
+  std::uint64_t stitches = 0;            // allocations served by stitching free chunks
+  std::uint64_t chunk_creates = 0;       // physical handles created
+  std::uint64_t chunk_releases = 0;
+  std::uint64_t ooms = 0;                // allocations that failed out of memory
+};
+
+using PoolId = std::uint64_t;  // a graph pool; 0 is never a valid id
+
+class VMM_API Allocator {
+ public:
+  // The process-wide allocator of `device` (-1: the calling thread's current
+  // CUDA device, or 0 on the host backend). Created on first use. With an
+  // explicit device this is one atomic load once created; -1 asks the driver
+  // for the current device under a process-wide lock.
+  static Allocator& instance(int device = -1);
+
+  // An allocator over an explicit context (which must outlive it).
+  explicit Allocator(DeviceContext& context);
+  // Frees every block still live and returns all memory (after the fences of
+  // the streams that used it). Never throws.
+  ~Allocator();
+  Allocator(const Allocator&) = delete;
+  Allocator& operator=(const Allocator&) = delete;
+
+  // A block of at least `bytes` (aligned to 512 bytes), usable on `stream`.
+  // bytes == 0 gives nullptr. Throws OutOfMemoryError (with a message like
+  // PyTorch's: request, device capacity, free, held by vmmalloc, largest
+  // request that would fit), InvalidArgumentError (size overflow),
+  // DriverError. On a throw nothing changed.
+  void* allocate(std::size_t bytes, Stream stream = nullptr);
+  // Frees a block in the order of its own stream. nullptr is a no-op.
+  // Throws UnknownPointerError for a pointer not live in this allocator
+  // (double free, foreign pointer); nothing changes then.
+  void deallocate(void* ptr);
+  // Frees a block in the order of `stream` (work on `stream` may still use
+  // it; the block's own stream is recorded as a user as well).
+  void deallocate(void* ptr, Stream stream);
+  // Marks a live block as used on `stream` too: when freed, it is reused
+  // elsewhere only after the work queued on `stream` up to the free is done.
+  void record_stream(void* ptr, Stream stream);
+  // Call before destroying a stream that blocks were allocated on, freed
+  // in the order of, or recorded on: fences are recorded lazily, and
+  // recording on a destroyed stream is undefined behaviour in CUDA. Records
+  // the stream's last fence now (memory freed on it becomes reusable
+  // elsewhere once that fence completes) and never records on it again,
+  // until a new allocation on the same handle. Blocks still live on the
+  // stream must be freed first. Waits for nothing.
+  void release_stream(Stream stream);
+
+  // Unmaps every free chunk (once its fence completes, via the reclaimer)
+  // and releases the pool's cache to the device. Waits for nothing.
+  // Returns the bytes handed back or queued to be.
+  std::size_t empty_cache();
+
+  // Graph pools. Between begin_pool(id, stream) and end_pool(id),
+  // allocations on `stream` come from (and frees return to) pool `id`;
+  // release_pool(id) gives the pool's memory back to general use once the
+  // blocks still live in it are freed.
+  PoolId create_pool();
+  void begin_pool(PoolId pool, Stream stream);
+  void end_pool(PoolId pool);
+  void release_pool(PoolId pool);
+
+  AllocatorStats stats() const;
+  void reset_peak_stats();
+  // Usable size of a live block. Throws UnknownPointerError.
+  std::size_t block_size(const void* ptr) const;
+  int device() const noexcept;
+  DeviceContext& context() const noexcept;
+
+  // The process-wide allocator (of any device) that handed out the live
+  // block starting at `ptr`, or nullptr. Lock-free lookup over the devices.
+  static Allocator* owner_of(const void* ptr) noexcept;
+  // release_stream(stream) on every process-wide allocator created so far.
+  static void release_stream_everywhere(Stream stream);
+  // Unmaps free chunks whose fences have completed while the free memory held
+  // (free blocks plus the pool's cache) is above the pool's cache limit
+  // (missing fences are recorded for a later round). The reclaimer's thread
+  // does this on its own once free memory has stayed above the limit for
+  // half a second. Returns the bytes queued for unmapping. Waits for nothing.
+  std::size_t trim_to_limit();
+
+ private:
+  std::unique_ptr<Heap> heap_;
+};
+
+}  // namespace vmm
