@@ -1,8 +1,9 @@
 // The measuring loop and the results writer shared by bench/alloc_latency
 // (vmmalloc, cudaMalloc, cudaMallocAsync; static CUDA runtime) and
 // bench/alloc_latency_torch (PyTorch's caching allocator; built against the
-// installed torch). Header-only, C++20 standard library only, so both programs
-// measure exactly the same way whatever runtime they link.
+// installed torch). Header-only, C++20 standard library plus tools/cli.hpp
+// (size arguments in the library's grammar, allocator/units.cpp), so both
+// programs measure exactly the same way whatever runtime they link.
 //
 // One cell = one system, one size, N threads. Each thread:
 //   1. set-up (its stream: thread i always uses stream i of a fixed set, so
@@ -40,6 +41,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "tools/cli.hpp"
 
 namespace alloc_latency {
 
@@ -210,37 +213,8 @@ struct Common {
   std::string commit;
 };
 
-inline std::size_t parse_size(const std::string& text) {
-  std::size_t pos = 0;
-  unsigned long long value = 0;
-  try {
-    value = std::stoull(text, &pos, 10);
-  } catch (const std::exception&) {
-    throw std::invalid_argument("bad size '" + text + "'");
-  }
-  std::string suffix = text.substr(pos);
-  for (auto& ch : suffix) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-  if (suffix.size() == 3 && suffix.ends_with("IB")) suffix.resize(1);
-  else if (suffix.size() == 2 && suffix.ends_with("B")) suffix.resize(1);
-  unsigned shift = 0;
-  if (suffix.empty() || suffix == "B") shift = 0;
-  else if (suffix == "K") shift = 10;
-  else if (suffix == "M") shift = 20;
-  else if (suffix == "G") shift = 30;
-  else throw std::invalid_argument("bad size suffix in '" + text + "' (use K, M, G)");
-  if (shift != 0 && value > (~0ull >> shift)) throw std::invalid_argument("size too large: " + text);
-  return static_cast<std::size_t>(value << shift);
-}
-
-inline std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::string cur;
-  std::istringstream in(s);
-  while (std::getline(in, cur, sep)) {
-    if (!cur.empty()) out.push_back(cur);
-  }
-  return out;
-}
+using vmm::cli::parse_size;
+using vmm::cli::split;
 
 inline const char* common_usage() {
   return "  --sizes 512,64K,1M,16M,256M   sizes (binary suffixes K M G)\n"

@@ -50,6 +50,7 @@
 #include <nlohmann/json.hpp>
 #endif
 
+#include "tools/cli.hpp"
 #include "vmmalloc/errors.hpp"
 #include "vmmalloc/vmmalloc.h"
 #include "vmmalloc/workspace.hpp"
@@ -677,39 +678,8 @@ Row run_system(const std::string& name, Bench& b) {
 
 // ------------------------------------------------------------ options
 
-std::size_t parse_size(const std::string& text) {
-  std::size_t pos = 0;
-  unsigned long long value = 0;
-  try {
-    value = std::stoull(text, &pos, 10);
-  } catch (const std::exception&) {
-    throw std::invalid_argument("bad size '" + text + "'");
-  }
-  std::string suffix = text.substr(pos);
-  for (auto& c : suffix) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  // "512M", "512MB" and "512MiB" all mean 512 * 2^20.
-  if (suffix.size() == 3 && suffix.ends_with("IB")) suffix.resize(1);
-  else if (suffix.size() == 2 && suffix.ends_with("B")) suffix.resize(1);
-  unsigned shift = 0;
-  if (suffix.empty() || suffix == "B") shift = 0;
-  else if (suffix == "K") shift = 10;
-  else if (suffix == "M") shift = 20;
-  else if (suffix == "G") shift = 30;
-  else if (suffix == "T") shift = 40;
-  else throw std::invalid_argument("bad size suffix in '" + text + "' (use K, M, G, T)");
-  if (shift != 0 && value > (~0ull >> shift)) throw std::invalid_argument("size too large: " + text);
-  return static_cast<std::size_t>(value << shift);
-}
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::string cur;
-  std::istringstream in(s);
-  while (std::getline(in, cur, sep)) {
-    if (!cur.empty()) out.push_back(cur);
-  }
-  return out;
-}
+using vmm::cli::parse_size;
+using vmm::cli::split;
 
 const std::vector<std::string>& all_systems() {
   static const std::vector<std::string> names{"cudamalloc", "cudamallocasync", "vmm-naive-2mib",

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "tools/cli.hpp"
 #include "vmmalloc/errors.hpp"
 #include "vmmalloc/vmmalloc.h"
 #include "vmmalloc/workspace.hpp"
@@ -43,29 +44,7 @@ struct Options {
   std::string json_path;  // empty: no JSON; "-": stdout
 };
 
-std::size_t parse_size(const std::string& text) {
-  std::size_t pos = 0;
-  unsigned long long value = 0;
-  try {
-    value = std::stoull(text, &pos, 10);
-  } catch (const std::exception&) {
-    throw std::invalid_argument("bad size '" + text + "'");
-  }
-  std::string suffix = text.substr(pos);
-  for (auto& c : suffix) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  // "512M", "512MB" and "512MiB" all mean 512 * 2^20.
-  if (suffix.size() == 3 && suffix.ends_with("IB")) suffix.resize(1);
-  else if (suffix.size() == 2 && suffix.ends_with("B")) suffix.resize(1);
-  unsigned shift = 0;
-  if (suffix.empty() || suffix == "B") shift = 0;
-  else if (suffix == "K") shift = 10;
-  else if (suffix == "M") shift = 20;
-  else if (suffix == "G") shift = 30;
-  else if (suffix == "T") shift = 40;
-  else throw std::invalid_argument("bad size suffix in '" + text + "' (use K, M, G, T)");
-  if (shift != 0 && value > (~0ULL >> shift)) throw std::invalid_argument("size too large: " + text);
-  return static_cast<std::size_t>(value << shift);
-}
+using vmm::cli::parse_size;
 
 void usage(std::FILE* f) {
   std::fprintf(f,

@@ -210,10 +210,17 @@ void CudaBackend::set_access(std::uintptr_t va, std::size_t bytes) {
 // CUDA's global capture mode: made from any thread while some thread captures
 // in that mode, they invalidate the capture. Fences are made and queried from
 // allocating threads too (not only the reclaimer), so every fence call runs
-// in relaxed mode and restores the thread's own mode afterwards.
+// in relaxed mode and restores the thread's own mode afterwards - except on
+// a thread prepare_background_thread() switched to relaxed mode for good
+// (the reclaimer, which polls fences constantly): no exchange needed there.
+namespace {
+thread_local bool t_relaxed_for_good = false;
+}  // namespace
+
 class CudaBackend::RelaxedCapture {
  public:
   explicit RelaxedCapture(const CudaBackend& backend) : driver_(backend.driver_) {
+    if (t_relaxed_for_good) return;
     changed_ = driver_.ThreadExchangeStreamCaptureMode(&mode_) == CUDA_SUCCESS;
   }
   ~RelaxedCapture() {
@@ -295,6 +302,7 @@ void CudaBackend::prepare_background_thread() {
   check(driver_.CtxSetCurrent(context_), "cuCtxSetCurrent");
   CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
   check(driver_.ThreadExchangeStreamCaptureMode(&mode), "cuThreadExchangeStreamCaptureMode");
+  t_relaxed_for_good = true;
 }
 
 }  // namespace vmm

@@ -23,6 +23,7 @@
 #include "allocator/log.hpp"
 #include "allocator/units.hpp"
 #include "tests/common/catch.hpp"
+#include "tests/common/test_util.hpp"
 #include "vmmalloc/config.hpp"
 #include "vmmalloc/errors.hpp"
 
@@ -60,9 +61,7 @@ Caught parse_error(const std::string& conf) {
   return config_error([&] { (void)Config::parse(conf); });
 }
 
-bool contains(const std::string& text, std::string_view part) {
-  return text.find(part) != std::string::npos;
-}
+using vmm::test::contains;
 
 // A bad value for `key`: the message names the key, quotes the value, and
 // says what is accepted (`expected`), plus `reason` if given.

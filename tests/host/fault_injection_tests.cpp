@@ -11,6 +11,7 @@
 #include "allocator/backend/fault_injecting_backend.hpp"
 #include "allocator/backend/host_backend.hpp"
 #include "tests/common/catch.hpp"
+#include "tests/common/test_util.hpp"
 #include "vmmalloc/errors.hpp"
 
 namespace {
@@ -23,20 +24,8 @@ using vmm::MiB;
 
 constexpr std::size_t G = 2 * MiB;
 
-template <class E, class F>
-E expect_throw(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e;
-  }
-  FAIL("expected exception not thrown");
-  throw;  // unreachable
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using vmm::test::contains;
+using vmm::test::expect_throw;
 
 // Runs `f` (one call through the wrapper) and stores in *inner_calls how many
 // calls of `kind` the inner backend saw meanwhile, also when `f` throws.

@@ -20,6 +20,7 @@
 
 #include "allocator/backend/host_backend.hpp"
 #include "tests/common/catch.hpp"
+#include "tests/common/test_util.hpp"
 #include "tests/common/test_device.hpp"
 #include "vmmalloc/errors.hpp"
 
@@ -34,20 +35,8 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t G = 2 * MiB;  // the default granularity
 
-template <class E, class F>
-E expect_throw(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e;
-  }
-  FAIL("expected exception not thrown");
-  throw;  // unreachable
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using vmm::test::contains;
+using vmm::test::expect_throw;
 
 std::uint8_t* ptr(std::uintptr_t va) { return reinterpret_cast<std::uint8_t*>(va); }
 
