@@ -18,6 +18,10 @@ namespace {
 constexpr std::size_t kMaxRangeBytes = std::size_t{64} << 40;
 }  // namespace
 
+std::size_t AddressSpace::reservation_budget(int device_count) noexcept {
+  return kProcessVaBudget / static_cast<std::size_t>(std::max(device_count, 1));
+}
+
 AddressSpace::AddressSpace(Backend& backend, const Config& config)
     : backend_(backend), granularity_(backend.granularity()) {
   std::size_t size = config.va_reservation_size;
@@ -25,6 +29,16 @@ AddressSpace::AddressSpace(Backend& backend, const Config& config)
     const DeviceMemoryInfo info = backend_.memory_info();
     const double want = static_cast<double>(info.total_bytes) * config.va_reservation_factor;
     size = align_up(static_cast<std::size_t>(want), GiB);
+  }
+  // Every device of the process reserves: each keeps to its share, so all of
+  // them fit in the user address space together.
+  const std::size_t budget = align_down(reservation_budget(backend_.device_count()), granularity_);
+  if (size > budget) {
+    log(LogLevel::info,
+        "device %d: VA reservations of %s capped at %s (%s shared by %d device(s))",
+        backend_.device(), format_bytes(size).c_str(), format_bytes(budget).c_str(),
+        format_bytes(kProcessVaBudget).c_str(), backend_.device_count());
+    size = budget;
   }
   reservation_size_ = std::max(align_up(size, granularity_), granularity_);
   stats_.reservation_size = reservation_size_;
@@ -117,6 +131,7 @@ void AddressSpace::deallocate(VaRange range) {
       log(LogLevel::warn, "freeing a dedicated VA reservation failed (kept): %s", e.what());
       r->dedicated = false;
       r->free.emplace(whole.base, whole.bytes);
+      r->allocated -= range.bytes;  // empty now, so the destructor frees it
       stats_.allocated_bytes -= range.bytes;
       return;
     }

@@ -5,6 +5,10 @@
 // (Config::va_reservation_factor x total, or va_reservation_size), never one
 // giant range, and more are added as needed; a request larger than a
 // reservation gets a dedicated one, freed to the driver when its range is.
+// Each device's reservations are at most its share of kProcessVaBudget
+// (split evenly over the devices the driver offers), so eight GPUs with
+// 141 GB each, or a large va_reservation_factor, still fit together in the
+// 128 TiB user address space next to the driver's own ranges.
 //
 // Thread-safety: one mutex guards the reservation list and free lists; the
 // backend's reserve/free calls happen under it (they are rare and fast).
@@ -20,6 +24,8 @@
 #include "vmmalloc/config.hpp"
 
 namespace vmm {
+
+struct ReservationView;
 
 struct VaRange {
   std::uintptr_t base = 0;
@@ -37,6 +43,14 @@ struct AddressSpaceStats {
 
 class AddressSpace {
  public:
+  // The address space all devices' reservations may share: a quarter of
+  // x86-64's 128 TiB user space (reserving 128 TiB at once failed on one
+  // machine; the driver and the program need room of their own).
+  static constexpr std::size_t kProcessVaBudget = std::size_t{32} << 40;
+  // One device's share of kProcessVaBudget when the driver offers
+  // `device_count` devices: the most one reservation of a device may be.
+  static std::size_t reservation_budget(int device_count) noexcept;
+
   AddressSpace(Backend& backend, const Config& config);
   // Frees every reservation (ranges still handed out are a caller bug: logged).
   ~AddressSpace();
@@ -52,6 +66,9 @@ class AddressSpace {
   void deallocate(VaRange range);
 
   AddressSpaceStats stats() const;
+  // Every reservation with its free ranges, for snapshots
+  // (address_space_snapshot.cpp). Never calls the driver.
+  std::vector<ReservationView> describe() const;
   std::size_t reservation_size() const noexcept { return reservation_size_; }
 
  private:

@@ -13,7 +13,11 @@
 #include <string>
 
 #include "allocator/device_context.hpp"
+#include "allocator/event_ring.hpp"
 #include "allocator/heap.hpp"
+#include "allocator/inspect_registry.hpp"
+#include "allocator/size_classes.hpp"
+#include "allocator/snapshot.hpp"
 #include "vmmalloc/errors.hpp"
 
 namespace vmm {
@@ -78,15 +82,55 @@ void Allocator::release_stream_everywhere(Stream stream) {
   }
 }
 
-Allocator::Allocator(DeviceContext& context) : heap_(std::make_unique<Heap>(context)) {}
+Allocator::Allocator(DeviceContext& context) : heap_(std::make_unique<Heap>(context)) {
+  inspect::add_heap(*heap_);  // snapshots see it from now on
+}
 
-Allocator::~Allocator() = default;
+Allocator::~Allocator() { inspect::remove_heap(*heap_); }
 
-void* Allocator::allocate(std::size_t bytes, Stream stream) { return heap_->allocate(bytes, stream); }
+// Events (allocator/event_ring.hpp): allocate and free are recorded only
+// while allocation events are on, at the cost of one relaxed load while off;
+// an out-of-memory error is always noted (and may write a snapshot).
+void* Allocator::allocate(std::size_t bytes, Stream stream) {
+  void* p = nullptr;
+  try {
+    p = heap_->allocate(bytes, stream);
+  } catch (const OutOfMemoryError&) {
+    note_out_of_memory(heap_->context(), bytes, stream, /*workspace=*/false);
+    throw;
+  }
+  if (events::allocation_events_on() && p != nullptr) [[unlikely]] {
+    events::record_allocate(device(), reinterpret_cast<std::uintptr_t>(p), round_request(bytes),
+                            bytes, stream);
+  }
+  return p;
+}
 
-void Allocator::deallocate(void* ptr) { heap_->deallocate(ptr, nullptr, true); }
+namespace {
+// A free's event, recorded before the free while the block's size is known.
+void record_free_event(const Heap& heap, void* ptr, Stream stream) noexcept {
+  try {
+    events::record_free(heap.context().device(), reinterpret_cast<std::uintptr_t>(ptr),
+                        heap.block_size(ptr), stream);
+  } catch (const Error&) {
+    // Not a live block: the free itself reports it.
+  }
+}
+}  // namespace
 
-void Allocator::deallocate(void* ptr, Stream stream) { heap_->deallocate(ptr, stream, false); }
+void Allocator::deallocate(void* ptr) {
+  if (events::allocation_events_on() && ptr != nullptr) [[unlikely]] {
+    record_free_event(*heap_, ptr, nullptr);
+  }
+  heap_->deallocate(ptr, nullptr, true);
+}
+
+void Allocator::deallocate(void* ptr, Stream stream) {
+  if (events::allocation_events_on() && ptr != nullptr) [[unlikely]] {
+    record_free_event(*heap_, ptr, stream);
+  }
+  heap_->deallocate(ptr, stream, false);
+}
 
 void Allocator::record_stream(void* ptr, Stream stream) { heap_->record_stream(ptr, stream); }
 

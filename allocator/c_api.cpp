@@ -1,19 +1,35 @@
 // The C ABI (include/vmmalloc/vmmalloc.h): a thin adapter over the C++ API.
 // Every entry point catches everything, turns it into a vmm_status and keeps
 // the message for vmm_last_error() in a thread-local string.
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <new>
 #include <string>
 
 #include "allocator/device_context.hpp"
+#include "allocator/fork_guard.hpp"
 #include "vmmalloc/allocator.hpp"
 #include "vmmalloc/config.hpp"
 #include "vmmalloc/errors.hpp"
+#include "vmmalloc/ipc.hpp"
+#include "vmmalloc/peer_access.hpp"
+#include "vmmalloc/snapshot.hpp"
 #include "vmmalloc/vmmalloc.h"
 #include "vmmalloc/workspace.hpp"
 
 struct vmm_workspace {
   vmm::Workspace workspace;
+};
+
+struct vmm_workspace_export {
+  vmm::WorkspaceExport share;
+};
+
+struct vmm_workspace_import {
+  vmm::WorkspaceImport import;
 };
 
 namespace {
@@ -33,6 +49,10 @@ vmm_status fail(vmm_status status, const char* message) {
 template <typename Fn>
 vmm_status guarded(Fn&& fn) noexcept {
   try {
+    // The parent's state is not usable in a forked child (fork_guard.hpp).
+    if (vmm::in_forked_child()) {
+      return fail(VMM_ERROR_NOT_SUPPORTED, vmm::forked_child_message().c_str());
+    }
     fn();
     return VMM_SUCCESS;
   } catch (const vmm::Error& e) {
@@ -196,6 +216,108 @@ vmm_status vmm_get_allocator_stats(int device, vmm_allocator_stats* stats) {
                                  s.frees,            s.stitches,             s.chunk_creates,
                                  s.chunk_releases,   s.ooms};
   });
+}
+
+vmm_status vmm_snapshot_json(char** json, size_t* length) {
+  if (json == nullptr) return null_argument("json");
+  *json = nullptr;
+  return guarded([&] {
+    const std::string text = vmm::snapshot_json();
+    char* out = static_cast<char*>(std::malloc(text.size() + 1));
+    if (out == nullptr) throw std::bad_alloc();
+    std::memcpy(out, text.c_str(), text.size() + 1);
+    *json = out;
+    if (length != nullptr) *length = text.size();
+  });
+}
+
+void vmm_snapshot_free(char* json) { std::free(json); }
+
+vmm_status vmm_snapshot_write(const char* path) {
+  if (path == nullptr) return null_argument("path");
+  return guarded([&] { vmm::write_snapshot(path); });
+}
+
+vmm_status vmm_set_allocation_events(int enabled) {
+  vmm::set_allocation_events(enabled != 0);
+  return VMM_SUCCESS;
+}
+
+vmm_status vmm_workspace_set_name(vmm_workspace* ws, const char* name) {
+  if (ws == nullptr) return null_argument("workspace");
+  if (name == nullptr) return null_argument("name");
+  return guarded([&] { ws->workspace.set_name(name); });
+}
+
+vmm_status vmm_can_access_peer(int device, int peer, int* can_access) {
+  if (can_access == nullptr) return null_argument("can_access");
+  return guarded([&] { *can_access = vmm::can_access_peer(device, peer) ? 1 : 0; });
+}
+
+vmm_status vmm_enable_peer_access(int device, int peer) {
+  return guarded([&] { vmm::enable_peer_access(device, peer); });
+}
+
+vmm_status vmm_workspace_export_create(vmm_workspace* ws, vmm_workspace_export** out) {
+  if (ws == nullptr) return null_argument("workspace");
+  if (out == nullptr) return null_argument("out");
+  *out = nullptr;
+  return guarded([&] { *out = new vmm_workspace_export{vmm::WorkspaceExport(ws->workspace)}; });
+}
+
+vmm_status vmm_workspace_export_serve(vmm_workspace_export* ex, int socket) {
+  if (ex == nullptr) {
+    if (socket >= 0) ::close(socket);  // taken over even on failure
+    return null_argument("export");
+  }
+  return guarded([&] { ex->share.serve(socket); });
+}
+
+vmm_status vmm_workspace_export_destroy(vmm_workspace_export* ex) {
+  delete ex;
+  return VMM_SUCCESS;
+}
+
+vmm_status vmm_workspace_import_create(int socket, int device, vmm_workspace_import** out) {
+  if (out == nullptr) {
+    if (socket >= 0) ::close(socket);
+    return null_argument("out");
+  }
+  *out = nullptr;
+  return guarded([&] { *out = new vmm_workspace_import{vmm::WorkspaceImport(socket, device)}; });
+}
+
+vmm_status vmm_workspace_import_update(vmm_workspace_import* im, vmm_stream_t stream) {
+  if (im == nullptr) return null_argument("import");
+  return guarded([&] { im->import.update(stream); });
+}
+
+vmm_status vmm_workspace_import_data(const vmm_workspace_import* im, void** data) {
+  if (im == nullptr) return null_argument("import");
+  if (data == nullptr) return null_argument("data");
+  *data = im->import.data();
+  return VMM_SUCCESS;
+}
+
+vmm_status vmm_workspace_import_size(const vmm_workspace_import* im, size_t* size) {
+  if (im == nullptr) return null_argument("import");
+  if (size == nullptr) return null_argument("size");
+  *size = im->import.size();
+  return VMM_SUCCESS;
+}
+
+vmm_status vmm_workspace_import_capacity(const vmm_workspace_import* im, size_t* capacity) {
+  if (im == nullptr) return null_argument("import");
+  if (capacity == nullptr) return null_argument("capacity");
+  *capacity = im->import.capacity();
+  return VMM_SUCCESS;
+}
+
+vmm_status vmm_workspace_import_destroy(vmm_workspace_import* im, vmm_stream_t stream) {
+  if (im == nullptr) return VMM_SUCCESS;
+  const vmm_status status = guarded([&] { im->import.close(stream); });
+  if (status == VMM_SUCCESS) delete im;  // on failure the caller still owns it, intact
+  return status;
 }
 
 }  // extern "C"

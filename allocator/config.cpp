@@ -157,6 +157,117 @@ std::string format_backend(BackendKind kind) {
   return std::to_string(static_cast<int>(kind));  // only from code; validate() rejects it
 }
 
+// peer_access: none, all, or device ordinals joined with '+'.
+constexpr int kMaxPeerDevice = 63;
+
+void parse_peer_access(Config& c, std::string_view text) {
+  text = trim(text);
+  if (equals_nocase(text, "none")) {
+    c.peer_access = PeerAccessMode::none;
+    c.peer_access_devices.clear();
+    return;
+  }
+  if (equals_nocase(text, "all")) {
+    c.peer_access = PeerAccessMode::all;
+    c.peer_access_devices.clear();
+    return;
+  }
+  if (text.empty()) throw BadValue{""};
+  std::vector<int> devices;
+  for (std::size_t start = 0;;) {
+    const std::size_t plus = text.find('+', start);
+    const std::string_view item =
+        trim(text.substr(start, plus == std::string_view::npos ? plus : plus - start));
+    if (item.empty()) throw BadValue{"empty list item"};
+    int device = -1;
+    const auto [ptr, ec] = std::from_chars(item.data(), item.data() + item.size(), device);
+    if (ec != std::errc{} || ptr != item.data() + item.size() || device < 0 ||
+        device > kMaxPeerDevice) {
+      throw BadValue{item == text ? "" : std::string(item) + " is not a device ordinal"};
+    }
+    devices.push_back(device);
+    if (plus == std::string_view::npos) break;
+    start = plus + 1;
+  }
+  c.peer_access = PeerAccessMode::list;
+  c.peer_access_devices = std::move(devices);
+}
+
+void check_peer_access(const Config& c) {
+  const std::vector<int>& devices = c.peer_access_devices;
+  if (c.peer_access == PeerAccessMode::none || c.peer_access == PeerAccessMode::all) {
+    if (!devices.empty()) {
+      throw BadValue{"peer_access_devices is set but the mode is not a list"};
+    }
+    return;
+  }
+  if (c.peer_access != PeerAccessMode::list) throw BadValue{"not a peer access mode"};
+  if (devices.empty()) throw BadValue{"no device given"};
+  for (std::size_t i = 0; i < devices.size(); ++i) {
+    if (devices[i] < 0 || devices[i] > kMaxPeerDevice) {
+      throw BadValue{std::to_string(devices[i]) + " is not a device ordinal"};
+    }
+    for (std::size_t j = 0; j < i; ++j) {
+      if (devices[j] == devices[i]) throw BadValue{std::to_string(devices[i]) + " is listed twice"};
+    }
+  }
+}
+
+std::string format_peer_access(const Config& c) {
+  switch (c.peer_access) {
+    case PeerAccessMode::none:
+      return "none";
+    case PeerAccessMode::all:
+      return "all";
+    case PeerAccessMode::list:
+      break;
+  }
+  std::string out;
+  for (int d : c.peer_access_devices) {
+    if (!out.empty()) out += '+';
+    out += std::to_string(d);
+  }
+  return out;
+}
+
+// on/off switches: on, off, true, false, 1, 0 (any case); printed on/off.
+bool parse_switch(std::string_view text) {
+  text = trim(text);
+  for (const char* on : {"on", "true", "1"}) {
+    if (equals_nocase(text, on)) return true;
+  }
+  for (const char* off : {"off", "false", "0"}) {
+    if (equals_nocase(text, off)) return false;
+  }
+  throw BadValue{""};
+}
+
+std::string format_switch(bool on) { return on ? "on" : "off"; }
+
+// File and directory paths: the whole value, trimmed (a ',' would end it).
+// Snapshot paths may hold "%p" (the process id) and "%%"; nothing else
+// after a '%'.
+void check_path_text(const std::string& path) {
+  if (path.find(',') != std::string::npos) throw BadValue{"a path cannot contain ','"};
+  if (trim(path) != path) throw BadValue{"leading or trailing whitespace"};
+  if (path.find('\0') != std::string::npos) throw BadValue{"a NUL character"};
+}
+
+void check_snapshot_path(const std::string& path) {
+  check_path_text(path);
+  for (std::size_t i = 0; i < path.size(); ++i) {
+    if (path[i] != '%') continue;
+    if (i + 1 < path.size() && (path[i + 1] == 'p' || path[i + 1] == '%')) {
+      ++i;
+      continue;
+    }
+    throw BadValue{"unknown '%' sequence (valid: %p for the process id, %% for %)"};
+  }
+}
+
+constexpr std::size_t kMinEventRing = 16;
+constexpr std::size_t kMaxEventRing = std::size_t{1} << 24;
+
 // ---------------------------------------------------- per-option checks
 
 void check_chunk_sizes(const std::vector<std::size_t>& sizes) {
@@ -319,6 +430,109 @@ constexpr Option kOptions[] = {
        if (c.host_device_memory < kGranularity) throw BadValue{"less than 2 MiB"};
      },
      [](const Config& c) { return format_size(c.host_device_memory); }},
+
+    {{"peer_access", "none/all/device list", "none",
+      "Devices granted read/write access to each device's memory besides the device itself, for "
+      "memory mapped now and later: none, all (every device that can reach it), or device "
+      "ordinals joined with + (0+2+3), each of which must exist and reach it."},
+     "none, all, or device ordinals 0 to 63 joined with + like 0+2+3 (none listed twice)",
+     parse_peer_access,
+     check_peer_access,
+     format_peer_access},
+
+    {{"live_socket", "on/off", "on",
+      "Serve snapshots to vmmctl on a per-process Unix socket <live_socket_dir>/vmmalloc-<uid>/"
+      "<pid>.sock (same user only); off: no socket and no thread. Process-wide."},
+     "on or off",
+     [](Config& c, std::string_view v) { c.live_socket = parse_switch(v); },
+     [](const Config&) {},
+     [](const Config& c) { return format_switch(c.live_socket); }},
+
+    {{"live_socket_dir", "path", "/tmp",
+      "Absolute directory in which the per-user socket directory vmmalloc-<uid> (mode 0700) is "
+      "made; vmmctl reads the same setting. Process-wide."},
+     "an absolute directory path like /tmp (no ',' or '%')",
+     [](Config& c, std::string_view v) { c.live_socket_dir = std::string(trim(v)); },
+     [](const Config& c) {
+       check_path_text(c.live_socket_dir);
+       if (c.live_socket_dir.empty() || c.live_socket_dir[0] != '/') {
+         throw BadValue{"not an absolute path"};
+       }
+       if (c.live_socket_dir.find('%') != std::string::npos) throw BadValue{"a '%' character"};
+     },
+     [](const Config& c) { return c.live_socket_dir; }},
+
+    {{"snapshot_at_exit", "path", "",
+      "Write a snapshot (docs/snapshot.md) to this file when the process exits; empty: none. %p "
+      "is replaced by the process id. Process-wide."},
+     "a file path like /tmp/vmm-%p.json (%p: process id, %%: %), or nothing for none",
+     [](Config& c, std::string_view v) { c.snapshot_at_exit = std::string(trim(v)); },
+     [](const Config& c) { check_snapshot_path(c.snapshot_at_exit); },
+     [](const Config& c) { return c.snapshot_at_exit; }},
+
+    {{"snapshot_on_oom", "path", "",
+      "Write a snapshot to this file at every out-of-memory error, each replacing the last; "
+      "empty: none. %p is replaced by the process id."},
+     "a file path like /tmp/vmm-oom-%p.json (%p: process id, %%: %), or nothing for none",
+     [](Config& c, std::string_view v) { c.snapshot_on_oom = std::string(trim(v)); },
+     [](const Config& c) { check_snapshot_path(c.snapshot_on_oom); },
+     [](const Config& c) { return c.snapshot_on_oom; }},
+
+    {{"allocation_events", "on/off", "off",
+      "Record an event for every allocate and free in the event ring of snapshots (map, unmap, "
+      "grow, shrink and oom events are always recorded). Process-wide."},
+     "on or off",
+     [](Config& c, std::string_view v) { c.allocation_events = parse_switch(v); },
+     [](const Config&) {},
+     [](const Config& c) { return format_switch(c.allocation_events); }},
+
+    {{"event_ring_size", "count", "4096",
+      "Recent events kept in the event ring of snapshots: 16 to 16777216 (each takes 64 bytes). "
+      "Process-wide."},
+     "a count from 16 to 16777216, like 4096 or 64K",
+     [](Config& c, std::string_view v) { c.event_ring_size = parse_size_value(v); },
+     [](const Config& c) {
+       if (c.event_ring_size < kMinEventRing || c.event_ring_size > kMaxEventRing) {
+         throw BadValue{"out of range"};
+       }
+     },
+     [](const Config& c) { return std::to_string(c.event_ring_size); }},
+
+    {{"print_stats", "on/off", "off",
+      "The LD_PRELOAD interposer prints a summary at exit: what it served and passed to CUDA, "
+      "and each device's allocator counters."},
+     "on or off",
+     [](Config& c, std::string_view v) { c.print_stats = parse_switch(v); },
+     [](const Config&) {},
+     [](const Config& c) { return format_switch(c.print_stats); }},
+
+    {{"cudafree", "fence/sync", "fence",
+      "What cudaFree and cuMemFree of vmmalloc memory do under the LD_PRELOAD interposer: fence "
+      "(wait for nothing; the memory is reused once fences on every stream of its device "
+      "complete) or sync (synchronize the device first, as CUDA does)."},
+     "one of fence, sync",
+     [](Config& c, std::string_view v) {
+       v = trim(v);
+       if (equals_nocase(v, "fence")) {
+         c.cudafree = CudaFreeMode::fence;
+       } else if (equals_nocase(v, "sync")) {
+         c.cudafree = CudaFreeMode::sync;
+       } else {
+         throw BadValue{""};
+       }
+     },
+     [](const Config& c) {
+       if (c.cudafree != CudaFreeMode::fence && c.cudafree != CudaFreeMode::sync) {
+         throw BadValue{"not a cudafree mode"};
+       }
+     },
+     [](const Config& c) -> std::string {
+       switch (c.cudafree) {
+         case CudaFreeMode::fence: return "fence";
+         case CudaFreeMode::sync: return "sync";
+       }
+       return std::to_string(static_cast<int>(c.cudafree));  // only from code; check rejects it
+     }},
 };
 
 constexpr auto kOptionInfos = [] {

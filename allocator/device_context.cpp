@@ -13,7 +13,10 @@
 #include <string>
 
 #include "allocator/backend/default_backend.hpp"
+#include "allocator/fork_guard.hpp"
+#include "allocator/inspect_registry.hpp"
 #include "allocator/log.hpp"
+#include "allocator/snapshot.hpp"
 #include "vmmalloc/errors.hpp"
 
 namespace vmm {
@@ -21,12 +24,18 @@ namespace vmm {
 DeviceContext::DeviceContext(std::unique_ptr<Backend> backend, const Config& config)
     : backend_(std::move(backend)), config_(config) {
   config_.validate();
-  pool_ = std::make_unique<PhysicalPool>(*backend_, config_);
-  address_space_ = std::make_unique<AddressSpace>(*backend_, config_);
-  reclaimer_ = std::make_unique<Reclaimer>(*backend_, *pool_, *address_space_);
+  if (!backend_) throw InvalidArgumentError("DeviceContext: null backend");
+  access_ = std::make_unique<PeerAccessBackend>(*backend_);
+  const std::vector<int> peers = configured_peers(config_, *backend_);
+  if (!peers.empty()) access_->grant_peers(peers);  // nothing is mapped yet
+  pool_ = std::make_unique<PhysicalPool>(*access_, config_);
+  address_space_ = std::make_unique<AddressSpace>(*access_, config_);
+  reclaimer_ = std::make_unique<Reclaimer>(*access_, *pool_, *address_space_);
+  inspect::add_context(*this);  // snapshots see it from now on
 }
 
 DeviceContext::~DeviceContext() {
+  inspect::remove_context(*this);
   reclaimer_.reset();  // drains pending reclaims into the pool
   pool_.reset();       // releases cached chunks
   address_space_.reset();
@@ -70,6 +79,13 @@ void configure_process(const Config& config) {
 }
 
 DeviceContext& device_context(int device) {
+  // Before the lock: a thread of the parent may have held it at the fork.
+  if (in_forked_child()) throw NotSupportedError(forked_child_message());
+  if (device < -1) {
+    throw InvalidArgumentError("device " + std::to_string(device) +
+                               " does not exist (valid: -1 for the current device, or an "
+                               "ordinal from 0)");
+  }
   ProcessState& st = process_state();
   std::lock_guard lock(st.mutex);
   if (!st.config) {
@@ -80,7 +96,11 @@ DeviceContext& device_context(int device) {
   auto it = st.contexts.find(device);
   if (it != st.contexts.end()) return *it->second;
   auto* ctx = new DeviceContext(make_default_backend(*st.config, device), *st.config);
-  if (st.contexts.empty()) std::atexit(stop_reclaimers_at_exit);
+  if (st.contexts.empty()) {
+    std::atexit(stop_reclaimers_at_exit);
+    install_fork_guard();  // a child forked from now on cannot use this state
+  }
+  start_process_observability(*st.config);  // once: events, live socket, exit snapshot
   st.contexts.emplace(device, ctx);
   log(LogLevel::info, "device %d: %s backend ready", device, ctx->backend().name());
   return *ctx;

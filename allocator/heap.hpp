@@ -1,41 +1,61 @@
 // Heap: the engine behind vmm::Allocator (include/vmmalloc/allocator.hpp).
 //
 // Memory is held in segments: a VA range with physical chunks mapped behind
-// it. Blocks tile the mapped parts of a segment (address order, 512-byte
-// granules); free blocks are coalesced with free neighbours and indexed by
-// (graph pool, small/large, stream) in size order for best fit. Small
-// requests are rounded to size classes and served from segments of one 2 MiB
-// page; large ones to 512 bytes from large segments. When no free block fits,
-// grow() builds a new segment by *stitching*: whole free chunks from
-// anywhere (inside other segments' free blocks, or the pool's cache) are
-// mapped behind a fresh VA range; only what they cannot cover is created.
-// A stitched chunk stays mapped at its old address too (an alias) until the
-// fences of the old address's users complete; the reclaimer then unmaps the
-// alias. So reuse on the same stream never waits.
+// part of it. Blocks tile the mapped parts of a segment (address order,
+// 512-byte granules); free blocks are coalesced with free neighbours and
+// indexed by (graph pool, small/large, stream) in size order for best fit.
+// Small requests are rounded to size classes and packed into 2 MiB pages of
+// small segments; large ones are rounded to 512 bytes and served from large
+// segments.
 //
-// Hot path: a free pushes the block onto a per-(stream, size) LIFO in a
-// sharded cache; an allocation of that size on that stream pops it. Neither
-// makes a driver call or takes the heap mutex. Blocks of graph pools and
-// blocks with record_stream users bypass the cache. A miss takes the heap
-// mutex, folds the cache into the free index (coalescing) and searches.
+// Growth: when no free block fits, grow() maps memory at the *frontier* of
+// the (pool, size kind)'s growing segment, a segment whose address range
+// has room reserved past its mapped end. The free block ending there (what
+// earlier requests left of their last chunk) becomes the front of the new
+// block, so only the difference is mapped and no segment keeps an unusable
+// tail. The memory is found by *stitching* first: whole free chunks from
+// anywhere (inside other free blocks, or the pool's cache) are mapped at the
+// frontier; only what they cannot cover is created. A stitched chunk stays
+// mapped at its old address too (an alias) until the fences of the old
+// address's users complete; the reclaimer then unmaps the alias. So reuse on
+// the same stream never waits.
+//
+// Hot path: every thread has its own cache per heap (ThreadCache). A free
+// of a plain block (no extra stream, no graph pool) pushes it on the
+// freeing thread's per-(stream, size) LIFO; an allocation of that size on
+// that stream pops it. Neither makes a driver call or takes the heap mutex:
+// one pointer-shard lock (the free's lookup) and the thread's own cache
+// lock, which other threads take only to flush it. A miss takes the heap
+// mutex, folds the thread's cache into the free index (coalescing) and
+// searches; if nothing fits, every thread's cache is folded in before any
+// memory is mapped. A block freed on another thread than it was allocated
+// on goes to the freeing thread's cache. When a thread exits its caches go
+// back to their heaps; empty_cache(), release_stream() and an explicit
+// trim_to_limit() fold every cache in; the background trim folds in only
+// lists left unused for kTrimDelay, so memory in steady reuse is never
+// unmapped and re-created.
 //
 // Stream-ordered reuse: see stream_use.hpp (lazy fences, capture).
 //
-// Locks, outermost first: mutex_ (free index, segments, pools, StreamUse)
-// -> a cache shard -> a pointer shard -> the reclaimer's/pool's/address
-// space's own locks. Hot paths hold one shard lock at a time, never mutex_.
-// Block fields: a live block's are guarded by its pointer shard; a cached
-// block belongs to its cache shard; a free (indexed) block to mutex_.
+// Locks, outermost first: the live-heap registry (thread exit) -> mutex_
+// (free index, segments, pools, StreamUse) -> caches_mutex_ (the list of
+// thread caches) -> a thread cache's lock -> a pointer shard -> the
+// reclaimer's/pool's/address space's own locks. Hot paths hold one lock at a
+// time, never mutex_. Block fields: a live block's are guarded by its
+// pointer shard (`state` and `requested` are atomics: the thread that pops
+// a cached block sets them before handing the block out); a cached block
+// belongs to its thread cache; a free (indexed) block to mutex_.
 #pragma once
 
 #include <array>
-#include <chrono>
-#include <optional>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -44,6 +64,8 @@
 
 #include "allocator/device_context.hpp"
 #include "allocator/size_classes.hpp"
+#include "allocator/snapshot_views.hpp"
+#include "allocator/spin_lock.hpp"
 #include "allocator/stream_use.hpp"
 #include "vmmalloc/allocator.hpp"
 
@@ -77,6 +99,10 @@ class Heap {
   void release_pool(PoolId pool);
 
   AllocatorStats stats() const;
+  // The heap's state for snapshots (heap_snapshot.cpp): counters, segments
+  // with their chunks and, if `with_blocks`, every block. Takes the heap
+  // mutex and each pointer shard in turn; never calls the driver.
+  HeapView describe(bool with_blocks) const;
   void reset_peak_stats();
   std::size_t block_size(const void* ptr) const;
   // True if `ptr` is the start of a live block of this heap.
@@ -85,32 +111,46 @@ class Heap {
 
  private:
   struct Segment;
-  struct Block {
+  // A relaxed atomic that copies (blocks are copied when split).
+  template <class T>
+  struct Relaxed {
+    std::atomic<T> v{};
+    Relaxed() = default;
+    Relaxed(const Relaxed& o) : v(o.get()) {}
+    Relaxed& operator=(const Relaxed& o) {
+      set(o.get());
+      return *this;
+    }
+    T get() const noexcept { return v.load(std::memory_order_relaxed); }
+    void set(T x) noexcept { v.store(x, std::memory_order_relaxed); }
+  };
+  // Cache-line aligned: threads write the blocks they allocate and free
+  // (state, requested, epoch); blocks of different threads sharing a line
+  // made 8-thread pairs of 512 B ~3x slower on the host backend.
+  struct alignas(64) Block {
     std::uintptr_t addr = 0;
     std::size_t size = 0;
-    std::size_t requested = 0;
+    Relaxed<std::size_t> requested;  // of a live block
     Segment* segment = nullptr;
-    Block* prev = nullptr;  // address order within the segment (may be
-    Block* next = nullptr;  // non-adjacent across unmapped holes)
-    Stream stream = nullptr;     // owner: allocated on / freed in its order
-    std::vector<Stream> extra;   // other users (record_stream, cross-stream free)
-    std::uint64_t epoch = 0;     // StreamUse epoch of the free
+    Block* prev = nullptr;      // address order within the segment (may be
+    Block* next = nullptr;      // non-adjacent across unmapped holes)
+    Stream stream = nullptr;    // owner: allocated on / freed in its order
+    std::vector<Stream> extra;  // other users (record_stream, cross-stream free)
+    std::uint64_t epoch = 0;    // StreamUse epoch of the free
     PoolId pool = 0;
-    enum class State : std::uint8_t { live, cached, free };
-    // Atomic only because the heap mutex's holder reads a neighbour's state
-    // (to coalesce) while a hot-path free may be turning it live -> cached;
-    // either value means "not free", which is all the reader needs.
-    struct AtomicState {
-      std::atomic<State> v{State::free};
-      AtomicState() = default;
-      AtomicState(const AtomicState& o) : v(o.get()) {}
-      AtomicState& operator=(const AtomicState& o) {
-        set(o.get());
-        return *this;
-      }
-      State get() const noexcept { return v.load(std::memory_order_relaxed); }
-      void set(State s) noexcept { v.store(s, std::memory_order_relaxed); }
-    } state;
+    // dead and vacant: placeholders for address ranges of a segment whose
+    // chunks were stitched away, linked with the blocks but in neither the
+    // pointer map nor the free index. dead: the old mapping (an alias) is
+    // still there until its users' fences complete (see dead_); vacant:
+    // unmapped, to be mapped again when a request fits the free blocks
+    // around it plus the range.
+    enum class State : std::uint8_t { live, cached, free, dead, vacant };
+    // Atomic because the heap mutex's holder reads a neighbour's state (to
+    // coalesce) while a hot-path free may be turning it live -> cached,
+    // and a pointer shard's readers while a cache hit turns it cached ->
+    // live; live/cached both mean "not free", which is all the first
+    // needs, and a block popped from a cache is not yet anyone's pointer.
+    Relaxed<State> state;
     bool neutral = false;  // free, every user's work done: usable by any stream
     std::uintptr_t end() const noexcept { return addr + size; }
   };
@@ -124,40 +164,63 @@ class Heap {
     std::map<Stream, SizeSet> by_stream;  // kNeutral: usable by any stream
   };
   struct Segment {
-    VaRange range;
+    VaRange range;                // reserved; mapped below `frontier` only
+    std::uintptr_t frontier = 0;  // where the next growth is mapped
     SizeKind kind = SizeKind::large;
     PoolId pool = 0;
     std::vector<Mapping> chunks;             // mapped, sorted by va
     std::vector<Reclaimer::Ticket> tickets;  // unmaps of chunks detached from it
+    Block* last = nullptr;                   // its highest block
   };
   struct PoolState {
     std::array<FreeIndex, kSizeKinds> index;
+    // Per size kind: the segment new memory is mapped at the end of (its
+    // free tail merges with it), and the address span it was given.
+    std::array<Segment*, kSizeKinds> frontier{};
+    std::array<std::size_t, kSizeKinds> frontier_span{};
+    std::array<std::unordered_set<Block*>, kSizeKinds> vacant;  // vacant placeholders
     std::size_t live = 0;
     bool released = false;
   };
-  struct CacheKey {
-    Stream stream;
-    std::size_t size;
-    bool operator==(const CacheKey&) const = default;
-  };
-  struct CacheKeyHash {
-    std::size_t operator()(const CacheKey& k) const noexcept {
-      return std::hash<std::uintptr_t>()(reinterpret_cast<std::uintptr_t>(k.stream) * 31 + k.size);
-    }
-  };
-  static constexpr std::size_t kCacheShards = 16;
   static constexpr std::size_t kPtrShards = 64;
-  struct alignas(64) CacheShard {
-    std::mutex mutex;
-    std::unordered_map<CacheKey, std::vector<Block*>, CacheKeyHash> lists;
-    std::size_t blocks = 0;
-  };
   struct alignas(64) PtrShard {
-    mutable std::mutex mutex;
+    mutable SpinLock mutex;
     std::unordered_map<std::uintptr_t, Block*> blocks;  // every block, by address
-    std::size_t active = 0;
-    std::uint64_t allocations = 0;
+    std::uint64_t allocations = 0;  // made on the slow path (cache hits: ThreadCache)
     std::uint64_t frees = 0;
+  };
+  // One thread's hot cache for this heap: plain blocks it freed, in LIFOs
+  // by (stream, size), in an open-addressing table. Guarded by `lock`: the
+  // owner takes it for each push and pop, other threads (holding the heap
+  // mutex) only to fold the blocks into the free index.
+  struct alignas(64) ThreadCache {
+    struct List {
+      Stream stream = nullptr;
+      std::size_t size = 0;        // 0: an empty slot
+      std::uint32_t last_use = 0;  // the heap's trim tick of the last push or pop
+      std::vector<Block*> blocks;
+    };
+    SpinLock lock;
+    std::vector<List> table;  // power-of-two size, linear probing
+    std::size_t slots_used = 0;
+    std::size_t blocks = 0;
+    std::uint64_t hits = 0;  // allocations served (for the allocation count)
+    bool detached = false;   // handed back: its thread exited or its heap is gone
+
+    List* find(Stream stream, std::size_t size) noexcept;
+    List& find_or_add(Stream stream, std::size_t size);
+    // Takes every block out (those of lists last used before `idle_before`
+    // only, if given: a tick in the heap's trim clock) and empties the
+    // table of unused slots.
+    void take(std::vector<Block*>& out, std::optional<std::uint32_t> idle_before = {});
+  };
+  struct Registry;
+  static Registry& registry();
+  // A dead placeholder's aliases and the fences guarding them.
+  struct Burial {
+    Block* placeholder = nullptr;
+    std::vector<Mapping> aliases;
+    std::vector<Fence> fences;
   };
   // A whole chunk inside a free block: a candidate for stitching or unmapping.
   struct FreeChunk {
@@ -166,22 +229,36 @@ class Heap {
     std::size_t bytes = 0;
   };
 
-  static CacheShard& cache_shard_of(std::array<CacheShard, kCacheShards>& shards, Stream s,
-                                    std::size_t size);
   PtrShard& ptr_shard(std::uintptr_t addr) const;
 
   // Hot path pieces.
-  Block* cache_pop(Stream stream, std::size_t size);
-  void cache_push(Block* b);
+  // The calling thread's cache for this heap (made on first use), or
+  // nullptr while the thread is exiting.
+  ThreadCache* thread_cache();
+  Block* cache_pop(ThreadCache& tc, Stream stream, std::size_t size);
+  // A block of `size` for `stream` from another thread's cache (one that
+  // thread freed), or nullptr. Takes caches_mutex_.
+  Block* cache_steal(ThreadCache& tc, Stream stream, std::size_t size);
+  // False if the cache was handed back (the block must take the slow path).
+  bool cache_push(ThreadCache& tc, Block* b);
   void activate(Block* b, std::size_t requested);  // ptr shard + counters
   void count_alloc(std::size_t size, std::size_t requested);
+  // A thread exits: its cache's blocks go to the free index. Registry lock held.
+  void adopt_cache(ThreadCache& tc);
 
   void* allocate_slow(std::size_t bytes, std::size_t rounded, Stream stream);
 
   // Everything below: mutex_ held.
   PoolId pool_for_locked(Stream stream) const;
   FreeIndex& index_locked(PoolId pool, SizeKind kind);
-  void flush_cache_locked();
+  // Folds thread caches into the free index: every cache; one; or, in every
+  // cache, the lists not used for `idle_ticks` trim ticks.
+  // `detach`: at teardown, the caches are handed back for good.
+  void flush_cache_locked(bool detach = false);
+  void flush_thread_cache_locked(ThreadCache& tc);
+  // Returns the blocks folded in.
+  std::size_t flush_idle_caches_locked(std::uint32_t idle_ticks);
+  void fold_cached_locked(const std::vector<Block*>& blocks);
   void refresh_locked();
   void index_insert_locked(Block* b);
   void index_erase_locked(Block* b);
@@ -195,24 +272,68 @@ class Heap {
   Block* find_fit_locked(PoolId pool, SizeKind kind, Stream stream, std::size_t size);
   void* take_locked(Block* b, std::size_t rounded, std::size_t bytes, Stream stream);
   Block* grow_locked(PoolId pool, SizeKind kind, Stream stream, std::size_t rounded);
+  // Whether memory mapped next to `b` may merge with it and go to `stream`.
+  bool extendable_locked(const Block* b, Stream stream) const;
+  // The free block at the end of growing segment `seg` that new memory
+  // mapped behind it may merge with and go to `stream`, or nullptr.
+  Block* frontier_tail_locked(Segment* seg, Stream stream);
+  // A vacant range to map `need` bytes at the front of, so that with the
+  // free blocks around it (nullptr: none that may join) it holds a request.
+  struct Gap {
+    Block* vacant = nullptr;
+    Block* before = nullptr;
+    Block* after = nullptr;
+    std::size_t need = 0;
+    std::size_t span = 0;
+  };
+  // The gap needing the least new mapping (then the tightest), or none.
+  Gap best_gap_locked(PoolId pool, SizeKind kind, Stream stream, std::size_t rounded);
+  // The address span of a new growing segment that must hold `bytes`.
+  std::size_t frontier_span_locked(PoolId pool, SizeKind kind, std::size_t bytes);
+  bool is_frontier_locked(const Segment* seg) const;
   std::vector<FreeChunk> free_chunks_locked(PoolId pool, Stream stream, bool for_stitch);
   // Fences guarding the old address of `b`'s memory; false if some user is
   // capturing (the memory cannot be unmapped yet).
   bool unmap_fences_locked(Block* b, std::vector<Fence>& fences);
   // Cuts the chosen chunks (their addresses, ascending, each a whole chunk
   // of b's segment inside b) out of free block `b`; returns their mappings.
-  // The rest of `b` stays free.
-  std::vector<Mapping> carve_locked(Block* b, const std::vector<std::uintptr_t>& chunk_vas);
+  // The rest of `b` stays free. With `buried`, each run of carved chunks is
+  // left as a dead placeholder, appended there with its mappings (the
+  // caller adds the fences and registers it in dead_).
+  std::vector<Mapping> carve_locked(Block* b, const std::vector<std::uintptr_t>& chunk_vas,
+                                    std::vector<Burial>* buried = nullptr);
+  // Dead placeholders whose fences completed: their aliases are unmapped
+  // and the ranges become vacant.
+  void reap_dead_locked();
+  // `v` (its range unmapped) becomes vacant: merged with vacant neighbours,
+  // or given back to the frontier at the end of the mapped extent.
+  void make_vacant_locked(Block* v);
+  std::vector<Block*> placeholders_locked(Segment* seg);
+  // Deletes seg's placeholders, handing dead ones' fences and aliases over.
+  void bury_placeholders_locked(Segment* seg, std::vector<Fence>& fences,
+                                std::vector<Mapping>& mappings);
+  // The merged block carries the constraints of both.
+  static void absorb(Block* dst, const Block* src);
+  // dst takes in its (adjacent) next block, which is deleted.
+  void merge_next_locked(Block* dst);
   // Hands detached mappings of `seg` to the reclaimer; frees the segment
   // when it has no chunks left.
   void retire_locked(Segment* seg, std::vector<Fence> fences, std::vector<Mapping> mappings);
   std::size_t release_free_chunks_locked(bool complete_only, std::size_t budget);
+  // Free memory held: mapped but not allocated (free and cached blocks),
+  // plus the pool's cache.
+  std::size_t free_held_locked() const;
+  // Unmaps free chunks of the free index (fences complete) while free
+  // memory held is above the pool's cache limit.
+  std::size_t trim_locked();
   void reclaim_for_oom_locked(Stream stream);
   std::string oom_message_locked(std::size_t bytes, std::size_t rounded, PoolId pool,
                                  const std::string& cause);
   void migrate_pool_locked(PoolId pool);
   void note_reserved_locked();
-  std::vector<std::size_t> plan_new_chunks(std::size_t bytes) const;
+  // Chunk sizes (largest first) for `bytes` of new memory for a request of
+  // `request` bytes.
+  std::vector<std::size_t> plan_new_chunks(std::size_t bytes, std::size_t request) const;
 
   DeviceContext& context_;
   Backend& backend_;
@@ -230,10 +351,19 @@ class Heap {
   std::uint64_t stitches_ = 0;
   std::uint64_t ooms_ = 0;
   std::size_t peak_reserved_ = 0;
-  std::uint64_t frontier_sum_ = 0;  // refresh_locked's last look
+  std::uint64_t frontier_sum_ = 0;           // refresh_locked's last look
+  std::unordered_map<Block*, Burial> dead_;  // dead placeholders
   std::optional<std::chrono::steady_clock::time_point> over_limit_since_;
 
-  mutable std::array<CacheShard, kCacheShards> cache_;
+  // Thread caches: this heap's id (a thread's caches are found by it, never
+  // by address), and the caches of every thread that used it.
+  const std::uint64_t id_;
+  mutable std::mutex caches_mutex_;
+  std::vector<std::shared_ptr<ThreadCache>> caches_;
+  std::uint64_t detached_hits_ = 0;  // hits counted by caches handed back (caches_mutex_)
+  // The background trim's clock: one tick per run (kTrimInterval).
+  std::atomic<std::uint32_t> trim_tick_{0};
+
   mutable std::array<PtrShard, kPtrShards> ptrs_;
 
   alignas(64) std::atomic<std::size_t> allocated_{0};

@@ -89,6 +89,16 @@ std::vector<Chunk> PhysicalPool::take_cached_locked(std::size_t bytes) {
   return taken;
 }
 
+std::vector<Chunk> PhysicalPool::take_retired_locked() {
+  std::vector<Chunk> taken = std::move(retired_);
+  retired_.clear();
+  for (const Chunk& c : taken) {
+    stats_.cached_bytes -= c.bytes;
+    stats_.created_bytes -= c.bytes;
+  }
+  return taken;
+}
+
 void PhysicalPool::release_chunks(const std::vector<Chunk>& chunks) {
   std::vector<Chunk> failed;
   for (const Chunk& c : chunks) {
@@ -104,7 +114,11 @@ void PhysicalPool::release_chunks(const std::vector<Chunk>& chunks) {
   std::lock_guard lock(mutex_);
   stats_.releases += chunks.size() - failed.size();
   for (const Chunk& c : failed) {
-    free_[static_cast<std::size_t>(class_index(c.bytes))].push_back(c.handle);
+    if (c.shared) {
+      retired_.push_back(c);
+    } else {
+      free_[static_cast<std::size_t>(class_index(c.bytes))].push_back(c.handle);
+    }
     stats_.cached_bytes += c.bytes;
     stats_.created_bytes += c.bytes;
   }
@@ -129,7 +143,7 @@ std::vector<Chunk> PhysicalPool::acquire(const std::vector<std::size_t>& sizes) 
       const std::size_t s = sizes[i];
       auto& list = free_[static_cast<std::size_t>(class_index(s))];
       if (!list.empty()) {
-        result[i] = {list.back(), s};
+        result[i] = {list.back(), s, ++next_serial_};
         hits.push_back(result[i]);
         list.pop_back();
         stats_.cached_bytes -= s;
@@ -217,10 +231,10 @@ std::vector<Chunk> PhysicalPool::acquire(const std::vector<std::size_t>& sizes) 
       undo(uncharged);
       throw;
     }
-    result[i] = {h, s};
+    std::lock_guard lock(mutex_);
+    result[i] = {h, s, ++next_serial_};
     fresh.push_back(result[i]);
     uncharged -= s;
-    std::lock_guard lock(mutex_);
     ++stats_.creates;
   }
   return result;
@@ -234,7 +248,11 @@ void PhysicalPool::give_back(const std::vector<Chunk>& chunks) {
 void PhysicalPool::return_to_cache(const std::vector<Chunk>& chunks) {
   std::lock_guard lock(mutex_);
   for (const Chunk& c : chunks) {
-    free_[static_cast<std::size_t>(class_index(c.bytes))].push_back(c.handle);
+    if (c.shared) {
+      retired_.push_back(c);  // another process may map it: never reused
+    } else {
+      free_[static_cast<std::size_t>(class_index(c.bytes))].push_back(c.handle);
+    }
     stats_.cached_bytes += c.bytes;
     stats_.acquired_bytes -= c.bytes;
   }
@@ -246,8 +264,12 @@ std::size_t PhysicalPool::trim(std::size_t target_cached_bytes) {
   {
     std::lock_guard lock(mutex_);
     cached_before = stats_.cached_bytes;
-    if (cached_before <= target_cached_bytes) return 0;
-    victims = take_cached_locked(cached_before - target_cached_bytes);
+    victims = take_retired_locked();
+    if (stats_.cached_bytes > target_cached_bytes) {
+      std::vector<Chunk> more = take_cached_locked(stats_.cached_bytes - target_cached_bytes);
+      victims.insert(victims.end(), more.begin(), more.end());
+    }
+    if (victims.empty()) return 0;
   }
   release_chunks(victims);
   std::lock_guard lock(mutex_);

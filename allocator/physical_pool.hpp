@@ -6,6 +6,11 @@
 // the device itself runs out. The pool owns the physical accounting and the
 // memory cap. It never maps anything: callers map the chunks they acquire.
 //
+// Shared chunks (Chunk::shared: exported to another process, which may still
+// map them) are never handed out again: given back, they are released to the
+// device at the next trim (every give_back and every reclaim trims), and the
+// memory lives on only as long as the other process holds it.
+//
 // Thread-safety: one mutex guards the free lists and counters; backend calls
 // (create/release) are made outside it, so a slow create never blocks a
 // cache hit on another thread.
@@ -24,6 +29,11 @@ namespace vmm {
 struct Chunk {
   PhysicalHandle handle;
   std::size_t bytes = 0;
+  // Set by acquire(), unique per acquisition from this pool (never 0 for an
+  // acquired chunk): IPC tells apart the chunks behind one offset by it.
+  std::uint64_t serial = 0;
+  // Exported to another process: released, never reused, once given back.
+  bool shared = false;
 };
 
 struct PoolStats {
@@ -62,11 +72,12 @@ class PhysicalPool {
   void give_back(const std::vector<Chunk>& chunks);
   // Returns chunks (unmapped) to the cache without trimming: accounting only,
   // no driver call, so callers may hold their own lock (the reclaimer does,
-  // to keep its pending bytes and the pool's counters in step).
+  // to keep its pending bytes and the pool's counters in step). Shared
+  // chunks count as cached until the next trim releases them.
   void return_to_cache(const std::vector<Chunk>& chunks);
 
-  // Releases cached chunks until at most `target_cached_bytes` stay cached.
-  // Returns the bytes released.
+  // Releases every shared chunk given back, then cached chunks until at most
+  // `target_cached_bytes` stay cached. Returns the bytes released.
   std::size_t trim(std::size_t target_cached_bytes);
 
   PoolStats stats() const;
@@ -81,6 +92,10 @@ class PhysicalPool {
   // Takes chunks off the free lists (largest first) until at least `bytes`
   // are taken or the cache is empty; the caller releases them. Lock held.
   std::vector<Chunk> take_cached_locked(std::size_t bytes);
+  // Takes every shared chunk given back; the caller releases them. Lock held.
+  std::vector<Chunk> take_retired_locked();
+  // Releases `chunks`; one whose release fails goes back to the cache (a
+  // shared one to the retired list) and a later trim retries it.
   void release_chunks(const std::vector<Chunk>& chunks);
 
   Backend& backend_;
@@ -91,6 +106,8 @@ class PhysicalPool {
 
   mutable std::mutex mutex_;
   std::vector<std::vector<PhysicalHandle>> free_;  // per class, LIFO
+  std::vector<Chunk> retired_;  // shared chunks given back, to be released
+  std::uint64_t next_serial_ = 0;
   PoolStats stats_;
 };
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "allocator/event_ring.hpp"
 #include "allocator/log.hpp"
 #include "allocator/units.hpp"
 #include "vmmalloc/errors.hpp"
@@ -117,6 +118,7 @@ bool Reclaimer::reclaim(Entry& e) {
       still_mapped.push_back(m);
     }
   }
+  events::record_unmapped(backend_.device(), e.mappings, still_mapped);
   std::size_t done_bytes = 0;
   for (const Chunk& c : unmapped) done_bytes += c.bytes;
   bool complete = true;

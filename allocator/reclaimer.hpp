@@ -31,6 +31,8 @@
 
 namespace vmm {
 
+struct ReclaimView;
+
 // One mapped chunk: `chunk` is mapped (whole) at `va`. An alias mapping is a
 // second address of a chunk that stays mapped (and in use) elsewhere: the
 // reclaimer only unmaps it, and neither returns the chunk to the pool nor
@@ -95,6 +97,9 @@ class Reclaimer {
   std::size_t drain(bool force = false);
 
   ReclaimerStats stats() const;
+  // The pending entries with their fences, for snapshots
+  // (reclaimer_snapshot.cpp). Never queries a fence.
+  std::vector<ReclaimView> describe() const;
 
   // Periodic work for the background thread (the heap's trim of cached
   // memory above its limit): `task` runs on that thread (relaxed capture

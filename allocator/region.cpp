@@ -1,10 +1,14 @@
 // Region implementation. See region.hpp for the contract.
 #include "allocator/region.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <string>
 
 #include "allocator/device_context.hpp"
+#include "allocator/event_ring.hpp"
+#include "allocator/inspect_registry.hpp"
 #include "allocator/log.hpp"
 #include "allocator/units.hpp"
 #include "vmmalloc/errors.hpp"
@@ -26,14 +30,17 @@ Region::Region(DeviceContext& context, std::size_t capacity)
   if (capacity == 0) throw InvalidArgumentError("workspace capacity must be at least 1 byte");
   range_ = context_.address_space().allocate(capacity);
   capacity_ = capacity;
+  inspect::add_region(*this);  // snapshots see it from now on
 }
 
 Region::~Region() {
+  inspect::remove_region(*this);
   try {
     release(nullptr);
   } catch (const std::exception& e) {
     log(LogLevel::error, "releasing a workspace in its destructor failed: %s", e.what());
   }
+  unlink_share();  // also when the release failed: this object is going away
 }
 
 void Region::check_usable_locked() const {
@@ -172,8 +179,12 @@ void Region::grow_to(std::size_t n) {
   // Commit.
   std::vector<Mapping> added = std::move(reused);
   added.insert(added.end(), mapped_fresh.begin(), mapped_fresh.end());
+  if (share_) {
+    for (Mapping& m : added) m.chunk.shared = true;  // importers may map them
+  }
   std::sort(added.begin(), added.end(),
             [](const Mapping& a, const Mapping& b) { return a.va < b.va; });
+  events::record_map(context_.device(), mapped_fresh);
   chunks_.insert(chunks_.end(), added.begin(), added.end());
   requeue_locked(groups);
   mapped_.store(std::max(cursor, end) - range_.base, std::memory_order_release);
@@ -203,6 +214,11 @@ void Region::shrink_to(std::size_t n, Stream stream) {
 }
 
 void Region::release(Stream stream) {
+  release_memory(stream);
+  unlink_share();
+}
+
+void Region::release_memory(Stream stream) {
   std::lock_guard lock(mutex_);
   if (released_) return;
   std::vector<Fence> fences;
@@ -233,6 +249,63 @@ void Region::release(Stream stream) {
   } else {
     context_.reclaimer().submit(std::move(fences), std::move(mappings), range_);
   }
+}
+
+std::shared_ptr<RegionShare> Region::share() {
+  std::lock_guard lock(mutex_);
+  check_usable_locked();
+  if (!share_) {
+    auto link = std::make_shared<RegionShare>();
+    link->region_ = this;  // not yet visible to any other thread
+    for (Mapping& m : chunks_) m.chunk.shared = true;
+    share_ = std::move(link);
+  }
+  return share_;
+}
+
+void Region::unlink_share() noexcept {
+  std::shared_ptr<RegionShare> link;
+  {
+    std::lock_guard lock(mutex_);
+    link = share_;
+  }
+  if (!link) return;
+  std::lock_guard lock(link->mutex_);
+  link->region_ = nullptr;
+}
+
+SharedLayout Region::shared_layout(const std::function<bool(std::uint64_t)>& wants_fd) {
+  std::lock_guard lock(mutex_);
+  check_usable_locked();
+  SharedLayout out;
+  out.device = context_.device();
+  out.capacity = capacity_;
+  out.size = size_.load();
+  out.chunks.reserve(chunks_.size());
+  try {
+    // Under the lock the chunks stay attached, so none can be released (and
+    // its handle reused) while it is exported.
+    for (const Mapping& m : chunks_) {
+      SharedChunk c;
+      c.offset = m.va - range_.base;
+      c.bytes = m.chunk.bytes;
+      c.serial = m.chunk.serial;
+      if (wants_fd(c.serial)) c.fd = context_.backend().export_handle(m.chunk.handle);
+      out.chunks.push_back(c);
+    }
+  } catch (...) {
+    for (const SharedChunk& c : out.chunks) {
+      if (c.fd >= 0) ::close(c.fd);
+    }
+    throw;
+  }
+  return out;
+}
+
+SharedLayout RegionShare::layout(const std::function<bool(std::uint64_t)>& wants_fd) {
+  std::lock_guard lock(mutex_);
+  if (region_ == nullptr) throw InvalidArgumentError("the shared workspace was released");
+  return region_->shared_layout(wants_fd);
 }
 
 RegionInfo Region::info() const {

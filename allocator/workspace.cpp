@@ -2,7 +2,10 @@
 #include "vmmalloc/workspace.hpp"
 
 #include "allocator/device_context.hpp"
+#include "allocator/event_ring.hpp"
+#include "allocator/inspect_registry.hpp"
 #include "allocator/region.hpp"
+#include "allocator/snapshot.hpp"
 #include "vmmalloc/errors.hpp"
 
 namespace vmm {
@@ -34,9 +37,34 @@ std::size_t Workspace::mapped_bytes() const noexcept {
 }
 int Workspace::device() const noexcept { return region_ ? region_->context().device() : -1; }
 
-void Workspace::grow_to(std::size_t new_size) { usable(region_).grow_to(new_size); }
+// grow and shrink events (allocator/event_ring.hpp) carry the size before and
+// after; an out-of-memory grow is noted (and may write a snapshot).
+void Workspace::grow_to(std::size_t new_size) {
+  Region& r = usable(region_);
+  const std::size_t before = r.size();
+  try {
+    r.grow_to(new_size);
+  } catch (const OutOfMemoryError&) {
+    note_out_of_memory(r.context(), new_size, nullptr, /*workspace=*/true);
+    throw;
+  }
+  if (r.size() != before) {
+    events::record_resize(r.context().device(), EventKind::grow, r.base(), r.size(), before);
+  }
+}
 void Workspace::shrink_to(std::size_t new_size, Stream stream) {
-  usable(region_).shrink_to(new_size, stream);
+  Region& r = usable(region_);
+  const std::size_t before = r.size();
+  r.shrink_to(new_size, stream);
+  if (r.size() != before) {
+    events::record_resize(r.context().device(), EventKind::shrink, r.base(), r.size(), before);
+  }
+}
+void Workspace::set_name(std::string_view name) {
+  inspect::set_region_name(usable(region_), name);
+}
+std::string Workspace::name() const {
+  return region_ ? inspect::region_name(*region_) : std::string();
 }
 void Workspace::release(Stream stream) {
   usable(region_).release(stream);

@@ -290,10 +290,94 @@ def replay_verdict(doc: dict) -> list[str]:
     return lines
 
 
+# The torch_workspace targets (issue 4): `vmmalloc-workspace` holds at most
+# the final size rounded up to 2 MiB, every resize under 0.5 ms, none waiting,
+# its slowest resize at least 5x faster than `torch-expandable`'s, address
+# stable; `vmmalloc` (installed, del + torch.empty) holds at most the final
+# size rounded up to 2 MiB and never waits.
+TORCH_WS_MIN_SPEEDUP = 5.0
+
+
+def torch_workspace_verdict(doc: dict) -> list[str]:
+    rows = {r.get("system"): r for r in doc.get("rows", [])}
+    checks: list[tuple[bool, str]] = []
+    ws = rows.get(VMMALLOC_WORKSPACE)
+    exp = rows.get("torch-expandable")
+    if ws is None:
+        checks.append((False, f"no `{VMMALLOC_WORKSPACE}` row in this run"))
+    else:
+        final, peak = int(ws["final_bytes"]), int(ws["peak_device_bytes"])
+        allowed = round_up(final, GRANULE)
+        slowest = float(ws["max_resize_ms"])
+        checks.append((peak <= allowed, f"`{VMMALLOC_WORKSPACE}`: peak {fmt_bytes(peak)} ({peak} B) vs "
+                                        f"final size rounded up to 2 MiB ({allowed} B)"))
+        checks.append((all(float(x) < MAX_RESIZE_MS for x in ws["resize_ms"]),
+                       f"`{VMMALLOC_WORKSPACE}`: every resize under {MAX_RESIZE_MS} ms "
+                       f"(slowest {slowest:.3f} ms)"))
+        checks.append((not ws["waited_for_queue"], f"`{VMMALLOC_WORKSPACE}`: "
+                       + ("no resize waited for the queued work" if not ws["waited_for_queue"]
+                          else "a resize waited for the queued work")))
+        checks.append((bool(ws["address_stable"]), f"`{VMMALLOC_WORKSPACE}`: base address "
+                       + ("unchanged" if ws["address_stable"] else "moved")))
+        if exp is None:
+            checks.append((False, "no `torch-expandable` row to compare with"))
+        else:
+            theirs = float(exp["max_resize_ms"])
+            ratio = theirs / slowest if slowest > 0 else float("inf")
+            checks.append((ratio >= TORCH_WS_MIN_SPEEDUP,
+                           f"`{VMMALLOC_WORKSPACE}` slowest resize {slowest:.3f} ms, {ratio:.1f}x faster "
+                           f"than `torch-expandable`'s {theirs:.3f} ms (target >= {TORCH_WS_MIN_SPEEDUP:.0f}x)"))
+    vm = rows.get(VMMALLOC)
+    if vm is None:
+        checks.append((False, f"no `{VMMALLOC}` row in this run"))
+    else:
+        final, peak = int(vm["final_bytes"]), int(vm["peak_device_bytes"])
+        allowed = round_up(final, GRANULE)
+        checks.append((peak <= allowed, f"`{VMMALLOC}`: peak {fmt_bytes(peak)} ({peak} B) vs final size "
+                                        f"rounded up to 2 MiB ({allowed} B)"))
+        checks.append((not vm["waited_for_queue"], f"`{VMMALLOC}`: "
+                       + ("no resize waited for the queued work" if not vm["waited_for_queue"]
+                          else "a resize waited for the queued work")))
+    met = all(ok for ok, _ in checks)
+    lines = [f"**Target met? {'yes' if met else 'no'}**:", ""]
+    return lines + [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
+
+
+# The torch_train targets (issue 4): vmmalloc's tokens/s at least 0.99x
+# torch-default's (medians), its peak device memory at most torch-expandable's.
+TORCH_TRAIN_MIN_SPEED = 0.99
+
+
+def torch_train_verdict(doc: dict) -> list[str]:
+    rows = {r.get("system"): r for r in doc.get("rows", [])}
+    vm, default, exp = rows.get(VMMALLOC), rows.get("torch-default"), rows.get("torch-expandable")
+    checks: list[tuple[bool, str]] = []
+    if vm is None:
+        checks.append((False, f"no `{VMMALLOC}` row in this run"))
+    if vm is not None and default is not None:
+        ratio = float(vm["tokens_per_s"]) / float(default["tokens_per_s"])
+        checks.append((ratio >= TORCH_TRAIN_MIN_SPEED,
+                       f"tokens/s {float(vm['tokens_per_s']):,.0f}, {ratio:.4f}x `torch-default`'s "
+                       f"{float(default['tokens_per_s']):,.0f} (target >= {TORCH_TRAIN_MIN_SPEED})"))
+    elif vm is not None:
+        checks.append((False, "no `torch-default` row to compare with"))
+    if vm is not None and exp is not None:
+        mine, theirs = int(vm["peak_device_bytes"]), int(exp["peak_device_bytes"])
+        checks.append((mine <= theirs, f"peak device memory {fmt_bytes(mine)} vs `torch-expandable`'s "
+                                       f"{fmt_bytes(theirs)} (target <=)"))
+    elif vm is not None:
+        checks.append((False, "no `torch-expandable` row to compare with"))
+    met = all(ok for ok, _ in checks)
+    lines = [f"**Target met? {'yes' if met else 'no'}** ({VMMALLOC}):", ""]
+    return lines + [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
+
+
 VERDICTS = {
     "workspace_growth": workspace_growth_verdict,
     "alloc_latency": alloc_latency_verdict,
     "replay": replay_verdict,
+    "torch_workspace": torch_workspace_verdict,
+    "torch_train": torch_train_verdict,
 }
 
 

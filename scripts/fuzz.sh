@@ -7,15 +7,17 @@
 # Prints "fuzz: <target> <N> inputs" per target for the reliability figures.
 #
 # Usage: scripts/fuzz.sh [TARGET...]    (default: every target)
+# Environment: VMMALLOC_FUZZ_SECONDS, VMMALLOC_FUZZ_BUILD_DIR (default
+# build-fuzz).
 set -uo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$VMM_ROOT" || exit 1
 
 SECONDS_EACH="${VMMALLOC_FUZZ_SECONDS:-60}"
-BUILD=build-fuzz
+BUILD="${VMMALLOC_FUZZ_BUILD_DIR:-build-fuzz}"
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(config_fuzzer)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(config_fuzzer trace_fuzzer snapshot_fuzzer)
 
 scripts/setup-deps.sh --fuzz || exit 1
 NO_ASLR=()

@@ -5,6 +5,9 @@
 #   cmake >= 3.25, gcc/g++ (C++20), make or ninja, Catch2 (2.13 or 3.x),
 #   nlohmann_json 3, and the CUDA toolkit headers (cuda.h; not installable
 #   from Debian: it must already be there, e.g. /usr/local/cuda).
+#   Optional: a headless browser (Debian's chromium) for the test that opens
+#   vmmctl's HTML page; if it cannot be installed that test is skipped, and
+#   this script only warns. VMMALLOC_NO_BROWSER=1 skips it.
 #
 # Idempotent and quiet when everything is present (one line), and it never
 # touches apt-get then, so it also works on machines without network. When
@@ -171,6 +174,22 @@ if [ "$WANT_FUZZ" -eq 1 ] && ! libfuzzer_works; then
   libfuzzer_works || apt_install "libclang-rt-$major-dev"
   installed_any=1
   libfuzzer_works || die "clang++ -fsanitize=fuzzer still fails after installing clang and libclang-rt-$major-dev"
+fi
+
+# ------------------------------------------------ browser (optional)
+# tests/cli/html_browser_test.sh opens vmmctl's page in headless chromium.
+have_browser() { have chromium || have chromium-browser || have google-chrome; }
+if [ "${VMMALLOC_NO_BROWSER:-0}" != 1 ] && ! have_browser; then
+  if have apt-get && { [ "$(id -u)" -eq 0 ] || have sudo; }; then
+    # In a subshell: a failure (no network, no package) must not end this script.
+    if (apt_install chromium); then
+      installed_any=1
+    else
+      say "warning: chromium could not be installed; the vmmctl HTML browser test will be skipped"
+    fi
+  else
+    say "warning: no chromium and no way to install it; the vmmctl HTML browser test will be skipped"
+  fi
 fi
 
 if [ "$installed_any" -eq 1 ]; then

@@ -25,6 +25,12 @@ const char* backend_call_name(BackendCall call) noexcept {
       return "query_fence";
     case BackendCall::wait_fence:
       return "wait_fence";
+    case BackendCall::can_access_peer:
+      return "can_access_peer";
+    case BackendCall::export_handle:
+      return "export_handle";
+    case BackendCall::import_handle:
+      return "import_handle";
     case BackendCall::count_:
       break;
   }

@@ -2,14 +2,17 @@
 //
 // A small interface over the CUDA driver's virtual memory management:
 // reserve/free virtual address ranges, create/release physical handles,
-// map/unmap handles into reserved ranges, set access, and fences (an event
-// recorded on a stream; query it; wait on that one fence only).
+// map/unmap handles into reserved ranges, set access (for the device and its
+// peers), export/import handles as POSIX file descriptors (IPC), and fences
+// (an event recorded on a stream; query it; wait on that one fence only).
 //
 // Implementations:
 //   CudaBackend         - the driver API, loaded at run time (cuda_backend.hpp)
 //   HostBackend         - the same semantics in host memory, with host
 //                         streams run by worker threads (host_backend.hpp)
 //   FaultInjectingBackend - wraps another and fails the Nth call of a kind
+//   PeerAccessBackend   - wraps another and grants peers access to every
+//                         mapping (allocator/peer_access.hpp)
 //
 // Errors: every method may throw DriverError (naming the call), create() may
 // throw DeviceOutOfMemoryError. destroy_fence() never throws. A failed call
@@ -19,6 +22,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "vmmalloc/vmmalloc.h"
 
@@ -67,6 +71,9 @@ enum class BackendCall : int {
   record_fence,
   query_fence,
   wait_fence,
+  can_access_peer,
+  export_handle,
+  import_handle,
   count_  // number of kinds
 };
 inline constexpr int kBackendCallKinds = static_cast<int>(BackendCall::count_);
@@ -80,6 +87,9 @@ class Backend {
   virtual const char* name() const noexcept = 0;
   // Device ordinal this backend serves.
   virtual int device() const noexcept = 0;
+  // Devices the backend's driver offers (ordinals 0 .. n-1, this one
+  // included): the candidates for peer access.
+  virtual int device_count() const noexcept = 0;
   // Mapping granularity (2 MiB on current GPUs): sizes, offsets and
   // reservation alignments are multiples of it.
   virtual std::size_t granularity() const noexcept = 0;
@@ -108,6 +118,30 @@ class Backend {
   virtual void unmap(std::uintptr_t va, std::size_t bytes) = 0;
   // Grants the device read/write access to mapped [va, va+bytes).
   virtual void set_access(std::uintptr_t va, std::size_t bytes) = 0;
+  // Grants read/write access to mapped [va, va+bytes) to every device in
+  // `devices` (this device and/or peers; one driver call, one descriptor per
+  // device). Access already granted to devices not listed is kept. A device
+  // outside [0, device_count()) or one that cannot reach this device's
+  // memory is a DriverError (the driver's CUDA_ERROR_INVALID_DEVICE).
+  virtual void set_access(std::uintptr_t va, std::size_t bytes,
+                          std::span<const int> devices) = 0;
+  // Whether device `peer` can read and write memory of this device
+  // (cuDeviceCanAccessPeer; true for this device itself). Throws
+  // InvalidArgumentError for a peer outside [0, device_count()).
+  virtual bool can_access_peer(int peer) = 0;
+
+  // Exports `handle` as a POSIX file descriptor that another process can
+  // import (IPC). The caller owns the descriptor (close it once sent). Throws
+  // NotSupportedError where handles are not exportable.
+  virtual int export_handle(PhysicalHandle handle) = 0;
+  // Imports a handle of `bytes` (a multiple of granularity) from a file
+  // descriptor made by export_handle() in this or another process. The
+  // descriptor stays the caller's. The result is a handle like create()'s:
+  // map it, and release() it (it may be released while mapped: the memory
+  // then lives until the last unmap, and until every other process that
+  // holds it has let go). Throws DriverError for a descriptor that is not an
+  // exported handle of `bytes`.
+  virtual PhysicalHandle import_handle(int fd, std::size_t bytes) = 0;
 
   // Records a fence after the work queued so far on `stream` (0: the legacy
   // default stream). Cheap, never waits.

@@ -7,6 +7,7 @@
 #include "allocator/backend/cuda_backend.hpp"
 
 #include <string>
+#include <vector>
 
 #include "allocator/log.hpp"
 #include "allocator/units.hpp"
@@ -50,6 +51,10 @@ CudaBackend::CudaBackend(int ordinal) : driver_(cuda::driver()), ordinal_(ordina
                                std::to_string(driver_.device_count) + " device(s)");
   }
   check(driver_.DeviceGet(&device_, ordinal), "cuDeviceGet");
+  peers_.resize(static_cast<std::size_t>(driver_.device_count));
+  for (int i = 0; i < driver_.device_count; ++i) {
+    check(driver_.DeviceGet(&peers_[static_cast<std::size_t>(i)], i), "cuDeviceGet");
+  }
 
   int vmm_supported = 0;
   check(driver_.DeviceGetAttribute(
@@ -162,11 +167,17 @@ PhysicalHandle CudaBackend::create(std::size_t bytes) {
     rc = retry;
   }
   check(rc, "cuMemCreate");
+  track_handle(handle, bytes);
+  return PhysicalHandle{static_cast<std::uint64_t>(handle)};
+}
+
+void CudaBackend::track_handle(CUmemGenericAllocationHandle handle, std::size_t bytes) {
   std::lock_guard lock(objects_mutex_);
-  handle_bytes_[static_cast<std::uint64_t>(handle)] = bytes;
+  TrackedHandle& tracked = handles_[static_cast<std::uint64_t>(handle)];
+  tracked.bytes = bytes;
+  ++tracked.references;
   ++live_.handles;
   live_.handle_bytes += bytes;
-  return PhysicalHandle{static_cast<std::uint64_t>(handle)};
 }
 
 void CudaBackend::release(PhysicalHandle handle) {
@@ -174,10 +185,10 @@ void CudaBackend::release(PhysicalHandle handle) {
   check(driver_.MemRelease(static_cast<CUmemGenericAllocationHandle>(handle.value)),
         "cuMemRelease");
   std::lock_guard lock(objects_mutex_);
-  if (auto it = handle_bytes_.find(handle.value); it != handle_bytes_.end()) {
+  if (auto it = handles_.find(handle.value); it != handles_.end()) {
     --live_.handles;
-    live_.handle_bytes -= it->second;
-    handle_bytes_.erase(it);
+    live_.handle_bytes -= it->second.bytes;
+    if (--it->second.references == 0) handles_.erase(it);
   }
 }
 
@@ -204,6 +215,68 @@ void CudaBackend::set_access(std::uintptr_t va, std::size_t bytes) {
   access.location.id = device_;
   access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
   check(driver_.MemSetAccess(static_cast<CUdeviceptr>(va), bytes, &access, 1), "cuMemSetAccess");
+}
+
+void CudaBackend::set_access(std::uintptr_t va, std::size_t bytes, std::span<const int> devices) {
+  std::vector<CUmemAccessDesc> access(devices.size());
+  for (std::size_t i = 0; i < devices.size(); ++i) {
+    const int ordinal = devices[i];
+    if (ordinal < 0 || ordinal >= device_count()) {
+      throw DriverError("cuMemSetAccess", CUDA_ERROR_INVALID_DEVICE,
+                        "cuMemSetAccess failed: device " + std::to_string(ordinal) +
+                            " does not exist (valid: 0 to " + std::to_string(device_count() - 1) +
+                            ")");
+    }
+    access[i].location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    access[i].location.id = peers_[static_cast<std::size_t>(ordinal)];
+    access[i].flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+  }
+  if (access.empty()) return;
+  CurrentContext scope(*this);
+  check(driver_.MemSetAccess(static_cast<CUdeviceptr>(va), bytes, access.data(), access.size()),
+        "cuMemSetAccess");
+}
+
+bool CudaBackend::can_access_peer(int peer) {
+  if (peer < 0 || peer >= device_count()) {
+    throw InvalidArgumentError("peer device " + std::to_string(peer) +
+                               " does not exist: the driver reports " +
+                               std::to_string(device_count()) + " device(s)");
+  }
+  if (peer == ordinal_) return true;
+  int can = 0;
+  // "Can contexts on `peer` access memory of this device?"
+  check(driver_.DeviceCanAccessPeer(&can, peers_[static_cast<std::size_t>(peer)], device_),
+        "cuDeviceCanAccessPeer");
+  return can != 0;
+}
+
+int CudaBackend::export_handle(PhysicalHandle handle) {
+  if (!exportable_handles()) {
+    throw NotSupportedError("device " + std::to_string(ordinal_) +
+                            ": physical handles are not exportable as POSIX file descriptors "
+                            "here (cuMemCreate refused CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR), "
+                            "so memory cannot be shared with another process");
+  }
+  CurrentContext scope(*this);
+  int fd = -1;
+  check(driver_.MemExportToShareableHandle(&fd,
+                                           static_cast<CUmemGenericAllocationHandle>(handle.value),
+                                           CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0),
+        "cuMemExportToShareableHandle");
+  return fd;
+}
+
+PhysicalHandle CudaBackend::import_handle(int fd, std::size_t bytes) {
+  CurrentContext scope(*this);
+  CUmemGenericAllocationHandle handle = 0;
+  // The driver takes the descriptor's value as the "OS handle" pointer.
+  void* os_handle = reinterpret_cast<void*>(static_cast<std::uintptr_t>(fd));
+  check(driver_.MemImportFromShareableHandle(&handle, os_handle,
+                                             CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR),
+        "cuMemImportFromShareableHandle");
+  track_handle(handle, bytes);
+  return PhysicalHandle{static_cast<std::uint64_t>(handle)};
 }
 
 // Event create/record/query/synchronize are "potentially unsafe" calls in

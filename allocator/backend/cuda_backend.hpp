@@ -12,13 +12,17 @@
 //
 // Physical handles are CU_MEM_ALLOCATION_TYPE_PINNED device memory, asked to
 // be exportable as POSIX file descriptors (for IPC); where the driver refuses
-// that handle type, handles are created without it from then on. Fences are
+// that handle type, handles are created without it from then on (and
+// export_handle() is NotSupportedError). Peers are named by ordinal; access
+// descriptors carry the CUdevice of each (looked up once, at construction).
+// Fences are
 // CUevents created with CU_EVENT_DISABLE_TIMING and recycled through a small
 // free list, since event creation costs a driver round trip.
 //
 // Thread-safety: every method may be called from any thread. The driver
-// calls are thread-safe; events_mutex_ guards the event free list; the
-// exportable flag is atomic. Nothing else changes after construction.
+// calls are thread-safe; events_mutex_ guards the event free list;
+// objects_mutex_ the live-object counts; the exportable flag is atomic.
+// Nothing else changes after construction.
 #pragma once
 
 #include <cuda.h>
@@ -27,6 +31,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <span>
 #include <unordered_map>
 #include <vector>
 
@@ -50,6 +55,7 @@ class CudaBackend final : public Backend {
 
   const char* name() const noexcept override { return "cuda"; }
   int device() const noexcept override { return ordinal_; }
+  int device_count() const noexcept override { return static_cast<int>(peers_.size()); }
   // cuMemGetAllocationGranularity(RECOMMENDED): 2 MiB on current GPUs.
   std::size_t granularity() const noexcept override { return granularity_; }
   DeviceMemoryInfo memory_info() override;
@@ -64,6 +70,14 @@ class CudaBackend final : public Backend {
   void unmap(std::uintptr_t va, std::size_t bytes) override;
   // Read/write for this device only (peers are not granted).
   void set_access(std::uintptr_t va, std::size_t bytes) override;
+  // One cuMemSetAccess with a descriptor per listed device.
+  void set_access(std::uintptr_t va, std::size_t bytes, std::span<const int> devices) override;
+  // cuDeviceCanAccessPeer(peer, this device).
+  bool can_access_peer(int peer) override;
+  // cuMemExportToShareableHandle(CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR).
+  int export_handle(PhysicalHandle handle) override;
+  // cuMemImportFromShareableHandle(CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR).
+  PhysicalHandle import_handle(int fd, std::size_t bytes) override;
 
   // An event recorded on `stream` (any stream of this device's primary
   // context; 0 is the legacy default stream).
@@ -95,6 +109,9 @@ class CudaBackend final : public Backend {
   class RelaxedCapture;  // scoped "relaxed stream-capture mode, then restore"
 
   CUmemAllocationProp allocation_prop(bool exportable) const noexcept;
+  // Counts a handle made by create() or import_handle() (the driver may hand
+  // out the same value twice for one allocation imported twice).
+  void track_handle(CUmemGenericAllocationHandle handle, std::size_t bytes);
 
   const cuda::Driver& driver_;
   const int ordinal_;
@@ -102,10 +119,16 @@ class CudaBackend final : public Backend {
   CUcontext context_ = nullptr;
   std::size_t granularity_ = 0;
   std::atomic<bool> exportable_{true};
+  std::vector<CUdevice> peers_;  // CUdevice of every ordinal, this one included
 
-  // Live handles (with their sizes) and reservations, for live_objects().
+  // Live handles (with their sizes and references) and reservations, for
+  // live_objects().
+  struct TrackedHandle {
+    std::size_t bytes = 0;
+    std::size_t references = 0;
+  };
   mutable std::mutex objects_mutex_;
-  std::unordered_map<std::uint64_t, std::size_t> handle_bytes_;
+  std::unordered_map<std::uint64_t, TrackedHandle> handles_;
   LiveObjects live_;
 
   static constexpr std::size_t kMaxCachedEvents = 64;

@@ -58,6 +58,8 @@ namespace vmm::cuda {
   X(MemMap, 10020, true)                          \
   X(MemUnmap, 10020, true)                        \
   X(MemSetAccess, 10020, true)                    \
+  X(MemExportToShareableHandle, 10020, true)      \
+  X(MemImportFromShareableHandle, 10020, true)    \
   X(EventCreate, 2000, true)                      \
   X(EventRecord, 2000, true)                      \
   X(EventQuery, 2000, true)                       \

@@ -38,6 +38,12 @@ const char* driver_function(BackendCall kind) noexcept {
       return "cuEventQuery";
     case BackendCall::wait_fence:
       return "cuEventSynchronize";
+    case BackendCall::can_access_peer:
+      return "cuDeviceCanAccessPeer";
+    case BackendCall::export_handle:
+      return "cuMemExportToShareableHandle";
+    case BackendCall::import_handle:
+      return "cuMemImportFromShareableHandle";
     case BackendCall::count_:
       break;
   }
@@ -136,6 +142,27 @@ void FaultInjectingBackend::unmap(std::uintptr_t va, std::size_t bytes) {
 void FaultInjectingBackend::set_access(std::uintptr_t va, std::size_t bytes) {
   enter(BackendCall::set_access);
   inner_.set_access(va, bytes);
+}
+
+void FaultInjectingBackend::set_access(std::uintptr_t va, std::size_t bytes,
+                                       std::span<const int> devices) {
+  enter(BackendCall::set_access);
+  inner_.set_access(va, bytes, devices);
+}
+
+bool FaultInjectingBackend::can_access_peer(int peer) {
+  enter(BackendCall::can_access_peer);
+  return inner_.can_access_peer(peer);
+}
+
+int FaultInjectingBackend::export_handle(PhysicalHandle handle) {
+  enter(BackendCall::export_handle);
+  return inner_.export_handle(handle);
+}
+
+PhysicalHandle FaultInjectingBackend::import_handle(int fd, std::size_t bytes) {
+  enter(BackendCall::import_handle);
+  return inner_.import_handle(fd, bytes);
 }
 
 FenceHandle FaultInjectingBackend::record_fence(Stream stream) {

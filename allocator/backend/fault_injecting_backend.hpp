@@ -14,8 +14,9 @@
 //                   map: "cuMemMap (injected)"), code() 999 (CUDA_ERROR_UNKNOWN)
 //   fail_nth_as_oom DeviceOutOfMemoryError, code() 2 (CUDA_ERROR_OUT_OF_MEMORY)
 //
-// destroy_fence() (noexcept), memory_info() and prepare_background_thread()
-// have no BackendCall kind: they are forwarded, never injected, not counted.
+// destroy_fence() (noexcept), memory_info(), device_count() and
+// prepare_background_thread() have no BackendCall kind: they are forwarded,
+// never injected, not counted. Both set_access overloads count as set_access.
 //
 // Thread-safety: as thread-safe as the inner backend. Counters and armed
 // faults are atomics: a fault armed while calls of its kind are in flight on
@@ -62,6 +63,7 @@ class FaultInjectingBackend final : public Backend {
   // --- Backend -----------------------------------------------------------
   const char* name() const noexcept override { return inner_.name(); }
   int device() const noexcept override { return inner_.device(); }
+  int device_count() const noexcept override { return inner_.device_count(); }
   std::size_t granularity() const noexcept override { return inner_.granularity(); }
   DeviceMemoryInfo memory_info() override { return inner_.memory_info(); }
   LiveObjects live_objects() const override { return inner_.live_objects(); }
@@ -73,6 +75,10 @@ class FaultInjectingBackend final : public Backend {
   void map(std::uintptr_t va, std::size_t bytes, PhysicalHandle handle) override;
   void unmap(std::uintptr_t va, std::size_t bytes) override;
   void set_access(std::uintptr_t va, std::size_t bytes) override;
+  void set_access(std::uintptr_t va, std::size_t bytes, std::span<const int> devices) override;
+  bool can_access_peer(int peer) override;
+  int export_handle(PhysicalHandle handle) override;
+  PhysicalHandle import_handle(int fd, std::size_t bytes) override;
   FenceHandle record_fence(Stream stream) override;
   bool fence_completed(FenceHandle fence) override;
   void wait_fence(FenceHandle fence) override;

@@ -19,7 +19,9 @@
 
 #include <algorithm>
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -248,6 +250,9 @@ std::string range_text(std::uintptr_t va, std::size_t bytes) {
       std::string("host backend ") + name + ": " + syscall + " failed: " + std::strerror(err));
 }
 
+// Access is recorded as a 64-bit mask per mapping.
+constexpr int kMaxHostDevices = 64;
+
 constexpr int kReservedProt = PROT_NONE;
 constexpr int kReservedFlags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
 
@@ -262,6 +267,7 @@ bool rereserve(std::uintptr_t va, std::size_t bytes) {
 
 HostBackend::HostBackend(Options options)
     : options_(std::move(options)),
+      device_count_(options_.device_count == 0 ? options_.device + 1 : options_.device_count),
       streams_(options_.streams ? options_.streams : std::make_shared<HostStreams>()),
       owns_streams_(!options_.streams) {
   const long page = ::sysconf(_SC_PAGESIZE);
@@ -269,6 +275,17 @@ HostBackend::HostBackend(Options options)
       options_.granularity % static_cast<std::size_t>(page) != 0) {
     throw InvalidArgumentError("host backend: granularity " + std::to_string(options_.granularity) +
                                " is not a power of two multiple of the page size");
+  }
+  if (options_.device < 0 || options_.device >= kMaxHostDevices) {
+    throw InvalidArgumentError("host backend: device " + std::to_string(options_.device) +
+                               " is not in 0.." + std::to_string(kMaxHostDevices - 1));
+  }
+  if (device_count_ < 1 || device_count_ > kMaxHostDevices || options_.device >= device_count_) {
+    throw InvalidArgumentError("host backend: device_count " +
+                               std::to_string(device_count_) + " is not in " +
+                               std::to_string(options_.device + 1) + ".." +
+                               std::to_string(kMaxHostDevices) + " (or 0) for device " +
+                               std::to_string(options_.device));
   }
 }
 
@@ -383,7 +400,7 @@ PhysicalHandle HostBackend::create(std::size_t bytes) {
     system_failed(BackendCall::create, "ftruncate", err);
   }
   const std::uint64_t value = next_handle_++;
-  handles_.emplace(value, Handle{fd, bytes, 0, false});
+  handles_.emplace(value, Handle{fd, bytes, 0, false, false});
   ++live_handles_;
   created_bytes_ += bytes;
   return PhysicalHandle{value};
@@ -391,7 +408,7 @@ PhysicalHandle HostBackend::create(std::size_t bytes) {
 
 void HostBackend::free_handle_locked(std::unordered_map<std::uint64_t, Handle>::iterator it) {
   ::close(it->second.fd);
-  created_bytes_ -= it->second.bytes;
+  (it->second.imported ? imported_bytes_ : created_bytes_) -= it->second.bytes;
   handles_.erase(it);
 }
 
@@ -496,6 +513,44 @@ void HostBackend::unmap(std::uintptr_t va, std::size_t bytes) {
 
 void HostBackend::set_access(std::uintptr_t va, std::size_t bytes) {
   count(BackendCall::set_access);
+  grant(va, bytes, std::uint64_t{1} << options_.device);
+}
+
+void HostBackend::set_access(std::uintptr_t va, std::size_t bytes, std::span<const int> devices) {
+  count(BackendCall::set_access);
+  std::uint64_t mask = 0;
+  for (int d : devices) {
+    if (d < 0 || d >= device_count_) {
+      invalid(BackendCall::set_access, "device " + std::to_string(d) + " does not exist (valid: 0 to " +
+                                           std::to_string(device_count_ - 1) + ")");
+    }
+    if (!can_reach(d)) {
+      invalid(BackendCall::set_access, "device " + std::to_string(d) +
+                                           " cannot access memory of device " +
+                                           std::to_string(options_.device));
+    }
+    mask |= std::uint64_t{1} << d;
+  }
+  if (mask != 0) grant(va, bytes, mask);
+}
+
+bool HostBackend::can_reach(int peer) const noexcept {
+  return peer == options_.device ||
+         std::find(options_.unreachable_peers.begin(), options_.unreachable_peers.end(), peer) ==
+             options_.unreachable_peers.end();
+}
+
+bool HostBackend::can_access_peer(int peer) {
+  count(BackendCall::can_access_peer);
+  if (peer < 0 || peer >= device_count_) {
+    throw InvalidArgumentError("peer device " + std::to_string(peer) +
+                               " does not exist: the host backend has " +
+                               std::to_string(device_count_) + " device(s)");
+  }
+  return can_reach(peer);
+}
+
+void HostBackend::grant(std::uintptr_t va, std::size_t bytes, std::uint64_t mask) {
   const std::size_t g = options_.granularity;
   if (va % g != 0 || bytes == 0 || bytes % g != 0 || va + bytes < va) {
     invalid(BackendCall::set_access, range_text(va, bytes) + " is not a granularity-aligned range");
@@ -507,6 +562,51 @@ void HostBackend::set_access(std::uintptr_t va, std::size_t bytes) {
   if (::mprotect(reinterpret_cast<void*>(va), bytes, PROT_READ | PROT_WRITE) != 0) {
     system_failed(BackendCall::set_access, "mprotect", errno);
   }
+  auto it = std::prev(mappings_.upper_bound(va));  // fully mapped: exists
+  for (; it != mappings_.end() && it->first < va + bytes; ++it) it->second.access |= mask;
+}
+
+// ------------------------------------------------------------ IPC
+
+int HostBackend::export_handle(PhysicalHandle handle) {
+  count(BackendCall::export_handle);
+  std::lock_guard lock(mutex_);
+  auto it = handles_.find(handle.value);
+  if (it == handles_.end() || it->second.released) {
+    invalid(BackendCall::export_handle,
+            "unknown or released handle " + std::to_string(handle.value));
+  }
+  const int fd = ::fcntl(it->second.fd, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) system_failed(BackendCall::export_handle, "fcntl(F_DUPFD_CLOEXEC)", errno);
+  return fd;
+}
+
+PhysicalHandle HostBackend::import_handle(int fd, std::size_t bytes) {
+  count(BackendCall::import_handle);
+  if (bytes == 0 || bytes % options_.granularity != 0) {
+    invalid(BackendCall::import_handle,
+            "size " + std::to_string(bytes) + " is not a positive multiple of the granularity");
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    invalid(BackendCall::import_handle, "descriptor " + std::to_string(fd) +
+                                            " is not open (" + std::strerror(errno) + ")");
+  }
+  if (!S_ISREG(st.st_mode) || static_cast<std::size_t>(st.st_size) != bytes) {
+    invalid(BackendCall::import_handle,
+            "descriptor " + std::to_string(fd) + " is not an exported handle of " +
+                std::to_string(bytes) + " bytes (" +
+                (S_ISREG(st.st_mode) ? std::to_string(st.st_size) + " bytes" : "not a memfd") +
+                ")");
+  }
+  const int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0) system_failed(BackendCall::import_handle, "fcntl(F_DUPFD_CLOEXEC)", errno);
+  std::lock_guard lock(mutex_);
+  const std::uint64_t value = next_handle_++;
+  handles_.emplace(value, Handle{own, bytes, 0, false, true});
+  ++live_handles_;
+  imported_bytes_ += bytes;
+  return PhysicalHandle{value};
 }
 
 // ------------------------------------------------------------ fences
@@ -584,7 +684,7 @@ LiveObjects HostBackend::live_objects() const {
   std::lock_guard lock(mutex_);
   LiveObjects out;
   out.handles = live_handles_;
-  out.handle_bytes = created_bytes_;
+  out.handle_bytes = created_bytes_ + imported_bytes_;
   out.reservations = reservations_.size();
   for (const auto& [base, bytes] : reservations_) out.reserved_bytes += bytes;
   out.mapped_bytes = mapped_bytes_;
@@ -614,6 +714,19 @@ std::size_t HostBackend::mapped_bytes() const {
 std::size_t HostBackend::live_fences() const {
   std::lock_guard lock(fences_mutex_);
   return fences_.size();
+}
+
+std::vector<int> HostBackend::access_devices(std::uintptr_t va) const {
+  std::lock_guard lock(mutex_);
+  std::vector<int> devices;
+  auto it = mappings_.upper_bound(va);
+  if (it == mappings_.begin()) return devices;
+  --it;
+  if (va >= it->first + it->second.bytes) return devices;
+  for (int d = 0; d < kMaxHostDevices; ++d) {
+    if ((it->second.access >> d) & 1) devices.push_back(d);
+  }
+  return devices;
 }
 
 }  // namespace vmm

@@ -9,7 +9,13 @@
 //               against a simulated device capacity (Options::device_memory)
 //   map         mmap(MAP_SHARED|MAP_FIXED) of the memfd, PROT_NONE: like
 //               cuMemMap, mapping grants no access yet
-//   set_access  mprotect(PROT_READ|PROT_WRITE)
+//   set_access  mprotect(PROT_READ|PROT_WRITE); the devices granted are
+//               recorded per mapping (access_devices(), for tests)
+//   peers       simulated: Options::device_count devices share the host's
+//               memory, so every one can reach every other, except those
+//               listed in Options::unreachable_peers
+//   export      a dup of the handle's memfd (sendable with SCM_RIGHTS)
+//   import      a dup of the received memfd, checked to be `bytes` long
 //   unmap       the range becomes PROT_NONE anonymous memory again: the VA
 //               stays reserved and a use-after-unmap faults (SIGSEGV)
 //   streams     a host stream is a worker thread running queued host work in
@@ -43,6 +49,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -103,6 +110,12 @@ class HostStreams {
 // default member initializers can be used in HostBackend's default argument.
 struct HostBackendOptions {
   int device = 0;
+  // Devices the simulated driver offers (1 to 64, more than `device`), or 0
+  // for just enough: device + 1.
+  int device_count = 0;
+  // Devices that cannot reach this device's memory (can_access_peer false,
+  // set_access naming them fails as the driver's would).
+  std::vector<int> unreachable_peers;
   // A power of two and a multiple of the host page size.
   std::size_t granularity = 2 * MiB;
   // Simulated device capacity: create() fails once handles alive would
@@ -116,7 +129,8 @@ class HostBackend final : public Backend {
  public:
   using Options = HostBackendOptions;
 
-  // Throws InvalidArgumentError for a bad granularity.
+  // Throws InvalidArgumentError for a bad granularity, device or
+  // device_count.
   explicit HostBackend(Options options = {});
   // Joins the backend's own streams (running their queued work), then frees
   // whatever is left: fences, mappings, reservations, handles. Work queued on
@@ -129,6 +143,7 @@ class HostBackend final : public Backend {
   // --- Backend -----------------------------------------------------------
   const char* name() const noexcept override { return "host"; }
   int device() const noexcept override { return options_.device; }
+  int device_count() const noexcept override { return device_count_; }
   std::size_t granularity() const noexcept override { return options_.granularity; }
   // total = Options::device_memory, free = total - bytes of handles alive
   // (a handle released while mapped stays alive until its last unmap).
@@ -155,6 +170,19 @@ class HostBackend final : public Backend {
   void unmap(std::uintptr_t va, std::size_t bytes) override;
   // Every byte of the range must be mapped.
   void set_access(std::uintptr_t va, std::size_t bytes) override;
+  // The same for each listed device; a device outside [0, device_count) or
+  // listed in Options::unreachable_peers is a DriverError (EINVAL), and
+  // nothing changes.
+  void set_access(std::uintptr_t va, std::size_t bytes, std::span<const int> devices) override;
+  bool can_access_peer(int peer) override;
+  // A new descriptor (close-on-exec) of the handle's memfd. An unknown or
+  // released handle is a DriverError (EINVAL).
+  int export_handle(PhysicalHandle handle) override;
+  // Keeps a duplicate of `fd`, which must be a memfd of exactly `bytes`
+  // (DriverError, EINVAL, otherwise). Imported bytes count in
+  // live_objects() but not against Options::device_memory: the memory
+  // belongs to the exporter's device.
+  PhysicalHandle import_handle(int fd, std::size_t bytes) override;
 
   // An unknown stream or fence is a DriverError (EINVAL), as
   // CUDA_ERROR_INVALID_HANDLE would be.
@@ -193,6 +221,9 @@ class HostBackend final : public Backend {
   std::size_t live_reservations() const;
   std::size_t mapped_bytes() const;
   std::size_t live_fences() const;
+  // Devices granted access to the mapping that contains `va`, ascending
+  // (empty if `va` is not mapped).
+  std::vector<int> access_devices(std::uintptr_t va) const;
 
  private:
   struct Handle {
@@ -200,10 +231,12 @@ class HostBackend final : public Backend {
     std::size_t bytes = 0;
     int map_count = 0;
     bool released = false;  // by the caller; freed at the last unmap
+    bool imported = false;  // by import_handle: not charged to device_memory
   };
   struct Mapping {
     std::size_t bytes = 0;
     std::uint64_t handle = 0;
+    std::uint64_t access = 0;  // bit d: device d granted access
   };
   struct Fence;
 
@@ -212,10 +245,16 @@ class HostBackend final : public Backend {
   void free_handle_locked(std::unordered_map<std::uint64_t, Handle>::iterator it);
   // True if every byte of [va, va+bytes) is mapped. Lock held.
   bool fully_mapped_locked(std::uintptr_t va, std::size_t bytes) const;
+  // Whether `peer` (a valid ordinal) can reach this device's memory.
+  bool can_reach(int peer) const noexcept;
+  // The work of set_access for the devices in `mask` (bit d: device d);
+  // takes the lock. The caller counts the call.
+  void grant(std::uintptr_t va, std::size_t bytes, std::uint64_t mask);
   // A copy of the fence's state. Throws DriverError for an unknown fence.
   Fence fence_state(FenceHandle fence, BackendCall call) const;
 
   const Options options_;
+  const int device_count_;  // Options::device_count, 0 resolved
   std::shared_ptr<HostStreams> streams_;
   const bool owns_streams_;
 
@@ -225,7 +264,8 @@ class HostBackend final : public Backend {
   std::unordered_map<std::uint64_t, Handle> handles_;   // value -> handle
   std::uint64_t next_handle_ = 1;
   std::size_t live_handles_ = 0;
-  std::size_t created_bytes_ = 0;
+  std::size_t created_bytes_ = 0;   // handles made by create(), alive
+  std::size_t imported_bytes_ = 0;  // handles made by import_handle(), alive
   std::size_t mapped_bytes_ = 0;
 
   mutable std::mutex fences_mutex_;

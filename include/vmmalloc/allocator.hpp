@@ -122,10 +122,12 @@ class VMM_API Allocator {
   // release_stream(stream) on every process-wide allocator created so far.
   static void release_stream_everywhere(Stream stream);
   // Unmaps free chunks whose fences have completed while the free memory held
-  // (free blocks plus the pool's cache) is above the pool's cache limit
-  // (missing fences are recorded for a later round). The reclaimer's thread
-  // does this on its own once free memory has stayed above the limit for
-  // half a second. Returns the bytes queued for unmapping. Waits for nothing.
+  // (free blocks, every thread's cached blocks included, plus the pool's
+  // cache) is above the pool's cache limit (missing fences are recorded for
+  // a later round). The reclaimer's thread does this on its own once free
+  // memory has stayed above the limit for half a second, taking from the
+  // threads' caches only what they left unused for half a second. Returns
+  // the bytes queued for unmapping. Waits for nothing.
   std::size_t trim_to_limit();
 
  private:

@@ -22,6 +22,9 @@ namespace vmm {
 
 enum class LogLevel { off, error, warn, info, debug };
 enum class BackendKind { automatic, cuda, host };
+enum class PeerAccessMode { none, all, list };
+// What cudaFree/cuMemFree do under the LD_PRELOAD interposer (docs/preload.md).
+enum class CudaFreeMode { fence, sync };
 
 // The fields may be set directly from code; validate() then checks them.
 // The VMMALLOC_CONF key of each field is given in brackets.
@@ -53,6 +56,45 @@ struct VMM_API Config {
   // [host_device_memory] Simulated device memory of the host backend, bytes
   // (at least 2 MiB).
   std::size_t host_device_memory = std::size_t{16} << 30;
+  // [peer_access] Devices granted read/write access to each device's memory
+  // besides the device itself, for memory mapped now and later: none; all
+  // (every device that can reach it: cuDeviceCanAccessPeer); or a list of
+  // device ordinals joined with + (0+2+3, in peer_access_devices: 1 to 64
+  // ordinals in 0..63, none twice), each of which must exist and reach it
+  // (the device itself is skipped). peer_access_devices is empty unless the
+  // mode is list.
+  PeerAccessMode peer_access = PeerAccessMode::none;
+  std::vector<int> peer_access_devices;
+  // Observability (docs/snapshot.md). These are process-wide: they are read
+  // from the process configuration (VMMALLOC_CONF or vmm_configure) when the
+  // first device is used, except snapshot_on_oom, which each device context
+  // reads from its own configuration.
+  // [live_socket] Serve snapshots to vmmctl on a per-process Unix socket.
+  bool live_socket = true;
+  // [live_socket_dir] Absolute directory in which the per-user socket
+  // directory vmmalloc-<uid> (mode 0700) is made; no ',' and no '%'.
+  std::string live_socket_dir = "/tmp";
+  // [snapshot_at_exit] Write a snapshot to this file at exit; "" (default):
+  // none. "%p" is replaced by the process id, "%%" by "%"; no ','.
+  std::string snapshot_at_exit;
+  // [snapshot_on_oom] Write a snapshot to this file at every out-of-memory
+  // error (each overwrites the last); "" (default): none. As snapshot_at_exit.
+  std::string snapshot_on_oom;
+  // [allocation_events] Record an event per allocate and free in the event
+  // ring (map, unmap, grow, shrink and oom events are always recorded).
+  bool allocation_events = false;
+  // [event_ring_size] Recent events kept: 16 to 16777216.
+  std::size_t event_ring_size = 4096;
+  // LD_PRELOAD interposer (libvmmalloc_preload.so, docs/preload.md); the
+  // library itself does not read these two.
+  // [print_stats] Print a summary of what the interposer served at exit.
+  bool print_stats = false;
+  // [cudafree] fence: a cudaFree/cuMemFree of vmmalloc memory waits for
+  // nothing, and the memory is reused only once fences on the legacy stream
+  // and on every non-blocking stream of its device, recorded after the free,
+  // have completed. sync: the free first synchronizes the device, as CUDA's
+  // own cudaFree does.
+  CudaFreeMode cudafree = CudaFreeMode::fence;
 
   // 2 MiB, 4 MiB, ... 1 GiB.
   static std::vector<std::size_t> default_chunk_sizes();

@@ -153,6 +153,104 @@ typedef struct vmm_allocator_stats {
 
 VMM_API vmm_status vmm_get_allocator_stats(int device, vmm_allocator_stats* stats);
 
+/* ------------------------------------------------------------- inspection */
+
+/* Snapshots (docs/snapshot.md): the allocator's whole state as one JSON
+ * document - per device its counters, regions (workspaces and heap
+ * segments) with chunks and blocks, the physical pool, pending reclaims and
+ * the recent events. Taking one waits for no GPU work. `vmmctl` reads them
+ * (docs/tools.md). */
+
+/* The snapshot of this process now. *json receives a NUL-terminated string
+ * (free it with vmm_snapshot_free), *length (may be NULL) its length. */
+VMM_API vmm_status vmm_snapshot_json(char** json, size_t* length);
+
+/* Frees a string from vmm_snapshot_json. NULL is a no-op. */
+VMM_API void vmm_snapshot_free(char* json);
+
+/* Writes the snapshot to `path` ("%p" becomes the process id, "%%" a "%"),
+ * through a temporary file renamed into place. VMM_ERROR_INVALID_VALUE if
+ * it cannot be written (the message names the path and the system error). */
+VMM_API vmm_status vmm_snapshot_write(const char* path);
+
+/* Turns per-allocation events (allocate, free) in the event ring on
+ * (enabled != 0) or off, process-wide, at once. Off by default
+ * (VMMALLOC_CONF allocation_events:on); while off they cost one relaxed
+ * atomic load per allocation and free. */
+VMM_API vmm_status vmm_set_allocation_events(int enabled);
+
+/* Names a workspace in snapshots and vmmctl ("" clears the name). */
+VMM_API vmm_status vmm_workspace_set_name(vmm_workspace* ws, const char* name);
+
+/* ------------------------------------------------------------ several GPUs */
+
+/* Peer access (docs/multi_gpu.md): memory of one GPU read and written
+ * directly by another. A granted peer reaches everything vmmalloc maps on the
+ * device, mapped now and later. VMMALLOC_CONF's peer_access grants peers when
+ * a device is first used. */
+
+/* *can_access = 1 if `peer` can read and write memory of `device` (-1: the
+ * current device), else 0 (cuDeviceCanAccessPeer; 1 for the device itself).
+ * VMM_ERROR_INVALID_VALUE for a device or peer that does not exist. */
+VMM_API vmm_status vmm_can_access_peer(int device, int peer, int* can_access);
+
+/* Makes the memory vmmalloc maps on `device` (-1: current) readable and
+ * writable by `peer`, what is mapped now and what is mapped later. Granting
+ * twice does nothing. VMM_ERROR_NOT_SUPPORTED if `peer` cannot reach `device`
+ * (nothing changed), VMM_ERROR_INVALID_VALUE, VMM_ERROR_DRIVER. */
+VMM_API vmm_status vmm_enable_peer_access(int device, int peer);
+
+/* ------------------------------------------------------------------ IPC */
+
+/* Sharing a workspace with another process (docs/ipc.md). The exporter
+ * serves importers over connected AF_UNIX SOCK_STREAM sockets (one per
+ * importer, e.g. from socketpair() or accept()); chunks travel as file
+ * descriptors (SCM_RIGHTS) and are mapped read/write by the importer. Either
+ * side may close first: memory is freed once neither maps it. */
+
+typedef struct vmm_workspace_export vmm_workspace_export;
+typedef struct vmm_workspace_import vmm_workspace_import;
+
+/* Shares `ws`: its chunks are never reused once they leave it (they are
+ * released to the device instead). *out receives the export. `ws` may be
+ * destroyed before the export; importers then get an error. */
+VMM_API vmm_status vmm_workspace_export_create(vmm_workspace* ws, vmm_workspace_export** out);
+
+/* Serves the importer at the other end of `socket`, which the export takes
+ * over (closed when the importer hangs up, the export is destroyed, or this
+ * call fails). Answered on a background thread. VMM_ERROR_INVALID_VALUE for
+ * a descriptor that is not a connected AF_UNIX SOCK_STREAM socket. */
+VMM_API vmm_status vmm_workspace_export_serve(vmm_workspace_export* ex, int socket);
+
+/* Stops serving and closes every connection; importers keep what they
+ * mapped. ex may be NULL. */
+VMM_API vmm_status vmm_workspace_export_destroy(vmm_workspace_export* ex);
+
+/* Imports the workspace exported at the other end of `socket` (taken over:
+ * closed with the import, also on failure) on `device` (-1: the current CUDA
+ * device, or 0): maps every chunk the exporter has mapped now, read/write,
+ * at an address of this process. Waits up to 60 s for the exporter. */
+VMM_API vmm_status vmm_workspace_import_create(int socket, int device,
+                                               vmm_workspace_import** out);
+
+/* Follows the exporter: maps the chunks it added; unmaps those it dropped
+ * once the work queued on `stream` so far completes (waiting for that fence,
+ * only when something is dropped). On failure the size is unchanged and a
+ * later call retries. */
+VMM_API vmm_status vmm_workspace_import_update(vmm_workspace_import* im, vmm_stream_t stream);
+
+VMM_API vmm_status vmm_workspace_import_data(const vmm_workspace_import* im, void** data);
+/* The exporter's size at the last update. */
+VMM_API vmm_status vmm_workspace_import_size(const vmm_workspace_import* im, size_t* size);
+VMM_API vmm_status vmm_workspace_import_capacity(const vmm_workspace_import* im,
+                                                 size_t* capacity);
+
+/* Unmaps everything once the work queued on `stream` so far completes (never
+ * waits) and closes the connection. im may be NULL. If it fails
+ * (VMM_ERROR_DRIVER: the fence could not be recorded) the import is intact
+ * and still the caller's. */
+VMM_API vmm_status vmm_workspace_import_destroy(vmm_workspace_import* im, vmm_stream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "vmmalloc/vmmalloc.h"
 
@@ -60,7 +61,13 @@ class VMM_API Workspace {
   // workspace is empty (capacity 0) afterwards. Never waits.
   void release(Stream stream);
 
+  // A name shown in snapshots and by vmmctl ("" clears it; unnamed by
+  // default). Throws InvalidArgumentError if the workspace was released.
+  void set_name(std::string_view name);
+  std::string name() const;
+
  private:
+  friend class WorkspaceExport;  // shares the region (include/vmmalloc/ipc.hpp)
   std::unique_ptr<Region> region_;
 };
 

@@ -34,6 +34,7 @@ using vmm::GiB;
 using vmm::KiB;
 using vmm::LogLevel;
 using vmm::MiB;
+using vmm::PeerAccessMode;
 using vmm::TiB;
 
 namespace {
@@ -127,6 +128,14 @@ Config non_default_config() {
   c.log_level = LogLevel::debug;
   c.backend = BackendKind::host;
   c.host_device_memory = 80 * GiB;
+  c.peer_access = PeerAccessMode::list;
+  c.peer_access_devices = {1, 3};
+  c.live_socket = false;
+  c.live_socket_dir = "/run/vmm";
+  c.snapshot_at_exit = "/tmp/exit-%p.json";
+  c.snapshot_on_oom = "/tmp/oom.json";
+  c.allocation_events = true;
+  c.event_ring_size = 100;
   return c;
 }
 
@@ -161,13 +170,19 @@ TEST_CASE("config: defaults", "[config]") {
   CHECK(c.log_level == LogLevel::warn);
   CHECK(c.backend == BackendKind::automatic);
   CHECK(c.host_device_memory == 16 * GiB);
+  CHECK(c.peer_access == PeerAccessMode::none);
+  CHECK(c.peer_access_devices.empty());
   CHECK_NOTHROW(c.validate());
 
   CHECK(c.to_string() ==
         std::string("chunk_sizes:2M+4M+8M+16M+32M+64M+128M+256M+512M+1G,pool_cache_limit:1G,"
                     "memory_cap:0,va_reservation_size:") +
             kDefaultReservationText +
-            ",va_reservation_factor:4,log_level:warn,backend:auto,host_device_memory:16G");
+            ",va_reservation_factor:4,log_level:warn,backend:auto,host_device_memory:16G"
+            ",peer_access:none"
+            ",live_socket:on,live_socket_dir:/tmp,snapshot_at_exit:,snapshot_on_oom:"
+            ",allocation_events:off,event_ring_size:4096"
+            ",print_stats:off,cudafree:fence");
 }
 
 TEST_CASE("config: empty strings and empty segments give the defaults", "[config]") {
@@ -182,7 +197,10 @@ TEST_CASE("config: the option table", "[config]") {
   const auto options = vmm::config_options();
   const std::vector<std::string> expected{
       "chunk_sizes",           "pool_cache_limit", "memory_cap", "va_reservation_size",
-      "va_reservation_factor", "log_level",        "backend",    "host_device_memory"};
+      "va_reservation_factor", "log_level",        "backend",    "host_device_memory",
+      "peer_access",           "live_socket",      "live_socket_dir", "snapshot_at_exit",
+      "snapshot_on_oom",       "allocation_events", "event_ring_size", "print_stats",
+      "cudafree"};
   REQUIRE(options.size() == expected.size());
   const auto printed = split_conf(Config{}.to_string());
   CHECK(printed.size() == options.size());
@@ -427,7 +445,7 @@ TEST_CASE("config: unknown keys list the valid keys", "[config]") {
   CHECK(contains(s.message,
                  "valid options: chunk_sizes, pool_cache_limit, memory_cap, "
                  "va_reservation_size, va_reservation_factor, log_level, backend, "
-                 "host_device_memory"));
+                 "host_device_memory, peer_access"));
 }
 
 TEST_CASE("config: a known key without a value", "[config]") {
@@ -492,6 +510,10 @@ TEST_CASE("config: set leaves the config unchanged on error", "[config]") {
                                                              {"log_level", "loud"},
                                                              {"backend", "gpu"},
                                                              {"host_device_memory", "1M"},
+                                                             {"peer_access", "0+0"},
+                                                             {"peer_access", "some"},
+                                                             {"live_socket", "maybe"},
+                                                             {"event_ring_size", "8"},
                                                              {"no_such_key", "1"}};
   for (const auto& [key, value] : bad) {
     INFO(key << ":" << value);

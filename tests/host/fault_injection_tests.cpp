@@ -8,6 +8,8 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include "allocator/backend/fault_injecting_backend.hpp"
 #include "allocator/backend/host_backend.hpp"
 #include "tests/common/catch.hpp"
@@ -121,6 +123,32 @@ void call_once(BackendCall kind, FaultInjectingBackend& b, HostBackend& host,
       host.destroy_fence(f);
       break;
     }
+    case BackendCall::can_access_peer: {
+      measured(host, kind, inner_calls, [&] { (void)b.can_access_peer(host.device()); });
+      break;
+    }
+    case BackendCall::export_handle:
+    case BackendCall::import_handle: {
+      const vmm::PhysicalHandle h = host.create(G);
+      const int exported = kind == BackendCall::import_handle ? host.export_handle(h) : -1;
+      int fd = -1;
+      vmm::PhysicalHandle imported;
+      std::exception_ptr error;
+      try {
+        measured(host, kind, inner_calls, [&] {
+          if (kind == BackendCall::export_handle) fd = b.export_handle(h);
+          if (kind == BackendCall::import_handle) imported = b.import_handle(exported, G);
+        });
+      } catch (...) {
+        error = std::current_exception();
+      }
+      if (fd >= 0) ::close(fd);
+      if (exported >= 0) ::close(exported);
+      if (imported.value != 0) host.release(imported);
+      host.release(h);
+      if (error) std::rethrow_exception(error);
+      break;
+    }
     case BackendCall::count_:
       break;
   }
@@ -148,6 +176,12 @@ const char* driver_name(BackendCall kind) {
       return "cuEventQuery";
     case BackendCall::wait_fence:
       return "cuEventSynchronize";
+    case BackendCall::can_access_peer:
+      return "cuDeviceCanAccessPeer";
+    case BackendCall::export_handle:
+      return "cuMemExportToShareableHandle";
+    case BackendCall::import_handle:
+      return "cuMemImportFromShareableHandle";
     case BackendCall::count_:
       break;
   }
@@ -380,4 +414,25 @@ TEST_CASE("fault injection: a rollback loop over every call leaves no leak", "[f
   CHECK(faults == 5);  // 2 creates + 2 maps + 1 set_access
   b.disarm();
   host.free_va(base, 4 * G);
+}
+
+TEST_CASE("fault injection: both set_access forms count as set_access", "[fault_injection]") {
+  HostBackend::Options o;
+  o.device_count = 2;
+  HostBackend host(o);
+  FaultInjectingBackend b(host);
+  CHECK(b.device_count() == 2);
+  const std::uintptr_t va = host.reserve(G, G);
+  const vmm::PhysicalHandle h = host.create(G);
+  host.map(va, G, h);
+  const int both[] = {0, 1};
+  b.fail_nth(BackendCall::set_access, 1);
+  CHECK_THROWS_AS(b.set_access(va, G, both), DriverError);
+  CHECK(host.access_devices(va).empty());  // the inner call was not made
+  b.set_access(va, G, both);
+  CHECK(host.access_devices(va) == std::vector<int>{0, 1});
+  CHECK(b.calls(BackendCall::set_access) == 2);
+  host.unmap(va, G);
+  host.release(h);
+  host.free_va(va, G);
 }

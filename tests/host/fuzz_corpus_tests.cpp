@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "tests/common/catch.hpp"
+#include "tools/trace/trace_reader.hpp"
 #include "vmmalloc/config.hpp"
 #include "vmmalloc/errors.hpp"
 
@@ -51,6 +52,30 @@ TEST_CASE("config: fuzz corpus and regressions parse cleanly", "[config][fuzz]")
     }
   }
   // The seeds hold both kinds, so both paths are exercised.
+  CHECK(parsed > 0);
+  CHECK(rejected > 0);
+}
+
+TEST_CASE("trace: fuzz corpus and regressions parse or fail cleanly", "[trace][fuzz]") {
+  const std::vector<std::filesystem::path> files = inputs_of("trace_fuzzer");
+  REQUIRE(files.size() >= 5);
+  int parsed = 0;
+  int rejected = 0;
+  for (const auto& file : files) {
+    const std::string name = file.filename().string();
+    INFO("input " << name);
+    try {
+      const vmm::trace::Trace t = vmm::trace::parse_trace(read_file(file), name);
+      CHECK(t.events.size() == t.blocks + t.frees);
+      CHECK(vmm::trace::peak_live_bytes(t.events) == t.peak_live_bytes);
+      CHECK(t.final_live_bytes <= t.peak_live_bytes);
+      CHECK(t.peak_live_bytes <= t.total_requested_bytes);
+      ++parsed;
+    } catch (const vmm::trace::TraceError& e) {
+      CHECK(std::string(e.what()).rfind(name + ":", 0) == 0);  // names the trace
+      ++rejected;
+    }
+  }
   CHECK(parsed > 0);
   CHECK(rejected > 0);
 }

@@ -1,9 +1,13 @@
 // Host-only tests of the heap's pieces: size classes, best fit and
-// coalescing, capture deferral (a host stream marked capturing), the
-// background trim, many threads, and the allocator's C ABI.
+// coalescing, growth at the frontier and into vacant ranges, capture
+// deferral (a host stream marked capturing), the background trim, the
+// thread caches (cross-thread frees, thread exit, empty_cache, trimming
+// only idle lists), many threads, and the allocator's C ABI.
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -53,6 +57,7 @@ TEST_CASE("heap: best fit, split and coalesce inside a segment", "[heap]") {
   Stream S = h.stream();
   void* big = a.allocate(16 * MiB, S);
   a.deallocate(big);
+  const auto creates = a.stats().chunk_creates;
   // Carve the 16 MiB segment into three blocks: addresses follow each other.
   auto* x = static_cast<char*>(a.allocate(4 * MiB, S));
   auto* y = static_cast<char*>(a.allocate(4 * MiB, S));
@@ -60,7 +65,7 @@ TEST_CASE("heap: best fit, split and coalesce inside a segment", "[heap]") {
   CHECK(x == big);
   CHECK(y == x + 4 * MiB);
   CHECK(z == y + 4 * MiB);
-  CHECK(a.stats().chunk_creates == 1);
+  CHECK(a.stats().chunk_creates == creates);
   // Free x and y: they coalesce; an 8 MiB request takes exactly them (best
   // fit prefers that 8 MiB hole to the 4 MiB tail, which is too small).
   a.deallocate(x);
@@ -76,7 +81,7 @@ TEST_CASE("heap: best fit, split and coalesce inside a segment", "[heap]") {
   // Everything coalesced back: 16 MiB again, no new memory.
   void* again = a.allocate(16 * MiB, S);
   CHECK(again == big);
-  CHECK(a.stats().chunk_creates == 1);
+  CHECK(a.stats().chunk_creates == creates);
   CHECK(a.stats().inactive_split_bytes == 0);
   a.deallocate(again);
 }
@@ -101,7 +106,7 @@ TEST_CASE("heap: frees on a capturing stream defer their fences until the captur
   Stream T = h.device().create_stream();
   host.set_stream_capturing(S, true);
   void* p = a.allocate(6 * MiB, S);  // allocating during a capture works
-  a.deallocate(p);                    // a free records nothing
+  a.deallocate(p);                   // a free records nothing
   void* again = a.allocate(6 * MiB, S);
   CHECK(again == p);  // same stream: reused at once
   a.deallocate(again);
@@ -130,8 +135,7 @@ TEST_CASE("heap: frees on a capturing stream defer their fences until the captur
   h.device().destroy_stream(T);
 }
 
-TEST_CASE("heap: the background trim unmaps free memory above the cache limit",
-          "[heap][trim]") {
+TEST_CASE("heap: the background trim unmaps free memory above the cache limit", "[heap][trim]") {
   Config c = test_config();
   c.pool_cache_limit = 8 * MiB;
   Harness h(make_host_test_device(), c);
@@ -219,6 +223,7 @@ TEST_CASE("heap: many threads on several streams keep every block intact", "[hea
   CHECK(errors == 0);
   CHECK(a.stats().allocated_bytes == 0);
   CHECK(a.stats().active_blocks == 0);
+  CHECK(a.stats().allocations == a.stats().frees);
   for (Stream s : streams) {
     a.release_stream(s);
     h.device().destroy_stream(s);
@@ -295,4 +300,225 @@ TEST_CASE("heap: a released stream gets no more fences; its memory moves after t
   a.deallocate(q);
   a.empty_cache();  // one fence, on T (q's stream); none tried on S
   CHECK(host.calls(BackendCall::record_fence) == records + 1);
+}
+
+TEST_CASE("heap: new memory continues at the frontier, joining the free tail", "[heap][growth]") {
+  Harness h(make_host_test_device());
+  Allocator a(h.context());
+  Stream S = h.stream();
+  // 3 MiB maps 4 MiB; the next 3 MiB starts where the first ends, in the
+  // first one's last chunk, so 6 MiB of requests map 6 MiB, not 8.
+  auto* p = static_cast<char*>(a.allocate(3 * MiB, S));
+  CHECK(a.stats().mapped_bytes == 4 * MiB);
+  auto* q = static_cast<char*>(a.allocate(3 * MiB, S));
+  CHECK(q == p + 3 * MiB);
+  CHECK(a.stats().mapped_bytes == 6 * MiB);
+  h.device().fill(S, p, 3 * MiB, 0x11);
+  h.device().fill(S, q, 3 * MiB, 0x22);
+  h.device().verify(S, p, 3 * MiB, 0x11);
+  h.device().verify(S, q, 3 * MiB, 0x22);
+  CHECK(h.device().mismatches(S) == 0);
+  a.deallocate(p);
+  a.deallocate(q);
+}
+
+TEST_CASE("heap: the range of stitched-away chunks is mapped again when a request fits it",
+          "[heap][growth][stitching]") {
+  Harness h(make_host_test_device());
+  {
+    Allocator a(h.context());
+    Stream S = h.stream();
+    auto* x = static_cast<char*>(a.allocate(8 * MiB, S));
+    void* pin1 = a.allocate(2 * MiB, S);
+    void* y = a.allocate(8 * MiB, S);
+    void* pin2 = a.allocate(2 * MiB, S);
+    a.deallocate(x);
+    a.deallocate(y);
+    // No free block holds 16 MiB: x's and y's chunks are stitched at the
+    // frontier, and their old ranges wait for S's fence.
+    const auto creates = a.stats().chunk_creates;
+    void* big = a.allocate(16 * MiB, S);
+    CHECK(a.stats().chunk_creates == creates);
+    CHECK(big != x);
+    h.device().synchronize(S);  // the fence is complete: the old mappings may go
+    // 8 MiB fits nowhere mapped; x's old range, between the segment's start
+    // and pin1, holds it and needs no more new memory than the frontier.
+    void* again = a.allocate(8 * MiB, S);
+    CHECK(again == x);
+    CHECK(a.stats().chunk_creates == creates + 4);
+    h.device().fill(S, again, 8 * MiB, 0x33);
+    h.device().fill(S, big, 16 * MiB, 0x44);
+    h.device().fill(S, pin1, 2 * MiB, 0x55);
+    h.device().verify(S, again, 8 * MiB, 0x33);
+    h.device().verify(S, big, 16 * MiB, 0x44);
+    h.device().verify(S, pin1, 2 * MiB, 0x55);
+    CHECK(h.device().mismatches(S) == 0);
+    for (void* p : {again, big, pin1, pin2}) a.deallocate(p);
+    a.empty_cache();
+    REQUIRE(h.wait_reclaimed());
+    check_accounting(h.context(), a.stats().mapped_bytes);
+  }
+  CHECK(h.destroy_context_and_check_no_leak());
+}
+
+TEST_CASE("thread caches: a block freed on another thread is reused by its allocating thread",
+          "[heap][threads][thread_cache]") {
+  Harness h(make_host_test_device());
+  Allocator a(h.context());
+  Stream S = h.stream();
+  void* p = a.allocate(6 * MiB, S);
+  std::mutex m;
+  std::condition_variable cv;
+  int phase = 0;
+  std::thread t([&] {
+    a.deallocate(p);  // cached by this thread, which stays alive
+    std::unique_lock lock(m);
+    phase = 1;
+    cv.notify_all();
+    cv.wait(lock, [&] { return phase == 2; });
+  });
+  {
+    std::unique_lock lock(m);
+    cv.wait(lock, [&] { return phase == 1; });
+  }
+  const AllocatorStats before = a.stats();
+  CHECK(before.active_blocks == 0);
+  CHECK(before.allocated_bytes == 0);
+  void* q = a.allocate(6 * MiB, S);  // the same block, from the other thread's cache
+  CHECK(q == p);
+  const AllocatorStats after = a.stats();
+  CHECK(after.chunk_creates == before.chunk_creates);
+  CHECK(after.allocations == before.allocations + 1);
+  CHECK(after.active_blocks == 1);
+  CHECK(after.allocated_bytes == 6 * MiB);
+  {
+    std::lock_guard lock(m);
+    phase = 2;
+  }
+  cv.notify_all();
+  t.join();
+  a.deallocate(q);
+  CHECK(a.stats().active_blocks == 0);
+  CHECK(a.stats().allocations == a.stats().frees);
+}
+
+TEST_CASE("thread caches: an exiting thread's cached blocks go back to the heap",
+          "[heap][threads][thread_cache]") {
+  Harness h(make_host_test_device());
+  Allocator a(h.context());
+  Stream S = h.stream();
+  void* p = nullptr;
+  std::thread([&] {
+    p = a.allocate(6 * MiB, S);
+    a.deallocate(p);  // in this thread's cache...
+  }).join();          // ...handed back as it exits
+  const auto creates = a.stats().chunk_creates;
+  // A 4 MiB request is no cache hit (another size): the slow path finds
+  // the exited thread's 6 MiB block in the free index and splits it.
+  void* q = a.allocate(4 * MiB, S);
+  CHECK(q == p);
+  CHECK(a.stats().chunk_creates == creates);
+  a.deallocate(q);
+  const AllocatorStats s = a.stats();
+  CHECK(s.allocations == 2);
+  CHECK(s.frees == 2);
+  CHECK(s.active_blocks == 0);
+}
+
+TEST_CASE("thread caches: empty_cache returns the blocks other threads hold cached",
+          "[heap][threads][thread_cache]") {
+  Harness h(make_host_test_device());
+  Allocator a(h.context());
+  Stream S = h.stream();
+  std::mutex m;
+  std::condition_variable cv;
+  int phase = 0;
+  void* p = nullptr;
+  std::thread t([&] {
+    p = a.allocate(8 * MiB, S);
+    a.deallocate(p);  // cached by this thread, which stays alive
+    {
+      std::unique_lock lock(m);
+      phase = 1;
+      cv.notify_all();
+      cv.wait(lock, [&] { return phase == 2; });
+    }
+    // Its cache was emptied: this is a miss, served with valid memory.
+    void* q = a.allocate(8 * MiB, S);
+    h.device().fill(S, q, 8 * MiB, 0x66);
+    h.device().verify(S, q, 8 * MiB, 0x66);
+    a.deallocate(q);
+  });
+  {
+    std::unique_lock lock(m);
+    cv.wait(lock, [&] { return phase == 1; });
+  }
+  CHECK(a.stats().mapped_bytes >= 8 * MiB);
+  a.empty_cache();
+  CHECK(a.stats().mapped_bytes == 0);
+  {
+    std::lock_guard lock(m);
+    phase = 2;
+  }
+  cv.notify_all();
+  t.join();
+  CHECK(h.device().mismatches(S) == 0);
+  CHECK(a.stats().active_blocks == 0);
+}
+
+TEST_CASE("thread caches: the background trim leaves a cache in steady use alone",
+          "[heap][trim][thread_cache]") {
+  Config c = test_config();
+  c.pool_cache_limit = 4 * MiB;
+  Harness h(make_host_test_device(), c);
+  HostBackend& host = host_of(h);
+  Allocator a(h.context());
+  Stream S = h.stream();
+  Stream T = h.device().create_stream();
+  // An idle cached block keeps free memory above the limit...
+  a.deallocate(a.allocate(8 * MiB, S));
+  // ...while another thread reuses a 16 MiB block without pause.
+  std::atomic<bool> stop{false};
+  std::atomic<bool> started{false};
+  std::atomic<int> moved{0};
+  void* first = nullptr;
+  std::thread hot([&] {
+    first = a.allocate(16 * MiB, T);
+    a.deallocate(first);
+    started = true;
+    while (!stop.load()) {
+      void* p = a.allocate(16 * MiB, T);
+      if (p != first) ++moved;
+      a.deallocate(p);
+    }
+  });
+  while (!started.load()) std::this_thread::yield();
+  // The idle block goes once the trim delay has passed (or was stitched
+  // into the hot one); the hot one stays.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (a.stats().mapped_bytes > 16 * MiB && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(a.stats().mapped_bytes == 16 * MiB);
+  // From here on (the idle block's unmap done), the hot loop makes no
+  // backend call for a while, although free memory stays above the limit.
+  REQUIRE(h.wait_reclaimed());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const auto unmaps = host.calls(BackendCall::unmap);
+  const auto creates = a.stats().chunk_creates;
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  stop = true;
+  hot.join();
+  CHECK(moved == 0);
+  CHECK(host.calls(BackendCall::unmap) == unmaps);
+  CHECK(a.stats().chunk_creates == creates);
+  // Idle now: trimmed to the limit in its turn.
+  const auto deadline2 = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (a.stats().mapped_bytes > 4 * MiB && std::chrono::steady_clock::now() < deadline2) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(a.stats().mapped_bytes <= 4 * MiB);
+  h.device().synchronize(T);
+  a.release_stream(T);
+  h.device().destroy_stream(T);
 }

@@ -126,6 +126,9 @@ TEST_CASE("trace: malformed input names the file and line", "[trace]") {
   CHECK(error_of(h + "a 10 99999999999999999999999 0\n").rfind("t.trace:2: bad size", 0) == 0);
   CHECK(error_of(h + "a 10 100 s1\n") == "t.trace:2: bad stream 's1' (decimal)");
   CHECK(error_of(h + "a 10 0 0\n") == "t.trace:2: allocation of 0 bytes");
+  // Found by tests/fuzz/trace_fuzzer: the live figures wrapped around 2^64.
+  CHECK(error_of(h + "a 10 24863 0\na 20 18446744073709551615 0\n") ==
+        "t.trace:3: allocation of 18446744073709551615 bytes takes the trace's total past 2^64 bytes");
   CHECK(error_of(h + "a 10 100 0\n\na 10 5 0\n") ==
         "t.trace:4: allocation at address 10, which is already live (allocated and not freed)");
   CHECK(error_of(h + "f 10 100 0\n") == "t.trace:2: free of address 10, which is not live");

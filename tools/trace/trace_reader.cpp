@@ -178,6 +178,11 @@ Trace parse_trace(std::string_view text, const std::string& name) {
     if (!parse_number(f[3], 10, e.stream)) fail(name, line_no, "bad stream " + quote(f[3]) + " (decimal)");
     if (e.op == Op::alloc) {
       if (e.bytes == 0) fail(name, line_no, "allocation of 0 bytes");
+      // Live bytes never exceed the total, so this keeps every sum exact.
+      if (e.bytes > UINT64_MAX - t.total_requested_bytes) {
+        fail(name, line_no, "allocation of " + std::string(f[2]) +
+                                " bytes takes the trace's total past 2^64 bytes");
+      }
       if (t.blocks >= UINT32_MAX) fail(name, line_no, "too many allocations");
       e.block = static_cast<std::uint32_t>(t.blocks);
       if (!live.emplace(addr, std::make_pair(e.block, e.bytes)).second) {

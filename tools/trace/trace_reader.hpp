@@ -12,7 +12,8 @@
 // skipped. A block still live at the end of the trace is allowed (the model's
 // weights, say); everything else is checked, and a malformed line is a
 // TraceError naming the file and line: an unknown op, a field that is not a
-// number, a size of 0, missing or extra fields, an allocation of an address
+// number, a size of 0, sizes whose sum exceeds 2^64 bytes (the live
+// figures would wrap), missing or extra fields, an allocation of an address
 // that is live, a free of an address that is not, a free whose size differs
 // from its allocation's.
 //

@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""bench/torch_train: GPT-2-small training with variable batch and sequence
+length, per allocator, one run.
+
+A GPT-2-small-sized model (transformers' GPT2Config defaults: 12 layers,
+768 wide, 124M parameters; random initialisation, nothing downloaded) is
+trained with AdamW under bf16 autocast on a fixed, seeded schedule of
+(batch, sequence length) pairs - batch 2..16, sequence 64..1024 tokens - the
+workload whose changing shapes fragment a caching allocator. Systems:
+
+  torch-default     PyTorch's caching allocator, default settings
+  torch-expandable  PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+  vmmalloc          vmmalloc.torch.install()
+
+Every run is a process of its own; the systems' runs alternate (A B C A B C
+...), --runs of each (default 3). In a run: the memory sampler starts
+(bench/device_memory.py), CUDA and cuBLAS are set up and the baseline read,
+the model is built on the GPU, --warmup steps run (not timed), then --steps
+timed steps. tokens_per_s = tokens (batch x sequence, summed) of the timed
+steps / their time; peak_device_bytes = device memory in use at most during
+the run (sampler, and a reading after every step) minus the baseline.
+
+The row (BENCH.md's torch_train): system, tokens_per_s (the median run),
+tokens_per_s_runs (every run, in order), peak_device_bytes (the largest of
+the runs).
+
+    PYTHONPATH=python python3 bench/torch_train.py --commit "$(git rev-parse HEAD)"
+
+writes bench/results/torch_train.json once every run has finished. Needs
+PyTorch with CUDA and transformers; vmmalloc's runs need its Python package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import random
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+GIB = 1 << 30
+FIELDS = ["system", "tokens_per_s", "tokens_per_s_runs", "peak_device_bytes"]
+TORCH_CONF = {
+    "torch-default": None,
+    "torch-expandable": "expandable_segments:True",
+    "vmmalloc": None,
+}
+SYSTEMS = list(TORCH_CONF)
+VOCAB = 50257  # GPT2Config's default vocabulary
+
+
+def schedule(steps: int, seed: int) -> list[tuple[int, int]]:
+    """The (batch, sequence length) of each step: the same for every system."""
+    rng = random.Random(seed)
+    return [(rng.randint(2, 16), 64 * rng.randint(1, 16)) for _ in range(steps)]
+
+
+# ------------------------------------------------------------------ worker
+
+
+def worker(system: str, warmup: int, steps: int, seed: int, device: int) -> dict:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from device_memory import DeviceMemory, Sampler
+
+    sampler = Sampler(device)
+    sampler.start()
+    import torch
+
+    if system == "vmmalloc":
+        import vmmalloc.torch as vt
+
+        vt.install()
+    torch.cuda.set_device(device)
+    dev = torch.device("cuda", device)
+    meter = DeviceMemory(device)
+    # Context and cuBLAS up before the baseline.
+    torch.cuda.init()
+    torch.cuda.current_blas_handle()
+    torch.cuda.synchronize()
+    baseline = meter.used()
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(use_cache=False)
+    with torch.device(dev):
+        model = GPT2LMHeadModel(config)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    plan = schedule(warmup + steps, seed)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    peak = meter.used()
+
+    def step(batch: int, seq: int) -> torch.Tensor:
+        ids = torch.randint(0, VOCAB, (batch, seq), device=dev, generator=gen)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    for batch, seq in plan[:warmup]:
+        step(batch, seq)
+        peak = max(peak, meter.used())
+    torch.cuda.synchronize()
+    tokens = 0
+    losses = []
+    t0 = time.perf_counter()
+    for batch, seq in plan[warmup:]:
+        losses.append(step(batch, seq))
+        tokens += batch * seq
+        peak = max(peak, meter.used())
+    torch.cuda.synchronize()
+    elapsed = time.perf_counter() - t0
+    peak = max(peak, meter.used())
+    sampled_peak, samples, seconds = sampler.stop()
+    peak = max(peak, sampled_peak)
+    final_loss = float(losses[-1])
+    if final_loss != final_loss:
+        raise SystemExit(f"torch_train: {system}: the loss is NaN")
+    allocator_peak = torch.cuda.max_memory_reserved(dev)
+    if system == "vmmalloc":
+        import vmmalloc.torch as vt
+
+        st = vt.memory_stats(device)
+        print(f"torch_train: vmmalloc counters: allocations {st['allocations']}, stitches "
+              f"{st['stitches']}, chunks created {st['chunk_creates']}, released "
+              f"{st['chunk_releases']}, reserved {st['reserved_bytes']}", file=sys.stderr, flush=True)
+    out = {
+        "system": system,
+        "tokens_per_s": tokens / elapsed,
+        "peak_device_bytes": peak - baseline,
+        "allocator_peak_bytes": allocator_peak,
+        "tokens": tokens,
+        "seconds": elapsed,
+    }
+    print(f"torch_train: {system}: {tokens} tokens in {elapsed:.3f} s = {tokens / elapsed:,.0f} tokens/s; "
+          f"peak {out['peak_device_bytes'] / GIB:.3f} GiB over a baseline of {baseline / GIB:.3f} GiB "
+          f"(allocator says {allocator_peak / GIB:.3f} GiB); final loss {final_loss:.3f}; sampler "
+          f"{samples / max(seconds, 1e-9):.0f} Hz", file=sys.stderr, flush=True)
+    return out
+
+
+# ------------------------------------------------------------------ driver
+
+
+def device_info() -> tuple[str | None, str | None]:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader",
+                              "-i", "0"], capture_output=True, text=True, timeout=30, check=True).stdout
+        name, driver = (x.strip() for x in out.strip().splitlines()[0].split(","))
+        return name, driver
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None, None
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def system_env(system: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTORCH_CUDA_ALLOC_CONF", None)
+    env.pop("PYTORCH_NO_CUDA_MEMORY_CACHING", None)
+    if TORCH_CONF[system]:
+        env["PYTORCH_CUDA_ALLOC_CONF"] = TORCH_CONF[system]
+    path = str(ROOT / "python")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (path, env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["HF_HUB_OFFLINE"] = "1"  # nothing is downloaded
+    env["TRANSFORMERS_OFFLINE"] = "1"
+    return env
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3, help="runs per system, alternating (>= 3)")
+    ap.add_argument("--warmup", type=int, default=6, help="untimed steps first")
+    ap.add_argument("--steps", type=int, default=20, help="timed steps")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", type=int, default=0)
+    ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset")
+    ap.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
+    ap.add_argument("--commit", default=None, help="git sha the tree was built from (default: git)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "torch_train.json"))
+    ap.add_argument("--timeout", type=float, default=600, help="seconds per run")
+    args = ap.parse_args()
+    if args.runs < 3:
+        ap.error("--runs must be at least 3 (BENCH.md: the median of at least 3 runs)")
+    if args.warmup < 1 or args.steps < 1:
+        ap.error("--warmup and --steps must be >= 1")
+
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.warmup, args.steps, args.seed, args.device)), flush=True)
+        return 0
+
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown or not systems:
+        ap.error(f"--systems: unknown {unknown}; choose from {', '.join(SYSTEMS)}")
+    if "vmmalloc" in systems:
+        subprocess.run([sys.executable, "-c", "import vmmalloc._extension as e; e.load()"],
+                       env=system_env("vmmalloc"), check=True)
+    runs: dict[str, list[dict]] = {s: [] for s in systems}
+    for r in range(args.runs):
+        for s in systems:
+            cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", s,
+                   "--warmup", str(args.warmup), "--steps", str(args.steps), "--seed", str(args.seed),
+                   "--device", str(args.device)]
+            proc = subprocess.run(cmd, env=system_env(s), stdout=subprocess.PIPE, text=True,
+                                  timeout=args.timeout)
+            if proc.returncode != 0:
+                raise SystemExit(f"torch_train: {s} run {r + 1} failed (exit {proc.returncode})")
+            runs[s].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    rows = []
+    for s in systems:
+        tps = [x["tokens_per_s"] for x in runs[s]]
+        rows.append({
+            "system": s,
+            "tokens_per_s": round(statistics.median(tps)),
+            "tokens_per_s_runs": [round(x) for x in tps],
+            "peak_device_bytes": max(x["peak_device_bytes"] for x in runs[s]),
+        })
+    device, driver = device_info()
+    doc = {
+        "bench": "torch_train",
+        "commit": args.commit or git_commit(),
+        "device": device,
+        "driver": driver,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": "python3 bench/torch_train.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "rows": rows,
+    }
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"torch_train: wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# One device call, several GPU scripts: runs the named stages in order on the
+# GPU machine, each with its own results folder, and after every stage tars
+# all of them into $OUT/gpu_session.tgz (so a call cut off by the device's
+# time limit still brings back what finished). The device returns at most 8
+# files a call; the scripts below write more than that between them.
+#
+# Usage: COMMIT=<sha> scripts/gpu_session.sh STAGE...
+#   suite        scripts/gpu_suite.sh STEPS=ctest
+#   sanitizers   scripts/gpu_suite.sh STEPS=memcheck,racecheck,synccheck
+#   reliability  scripts/gpu_reliability.sh (ctest + figures)
+#   preload      scripts/gpu_preload.sh
+#   vmmctl       scripts/gpu_vmmctl_demo.sh --bench
+#   latency      bench/alloc_latency.sh (all systems, torch-caching included)
+#   replay       bench/replay.py over every trace
+#   growth       bench/workspace_growth
+#   torch        scripts/gpu_torch.sh (tests, both benchmarks, pip check)
+#   multi        scripts/gpu_multi.sh (needs 2 GPUs)
+# Environment: COMMIT (required: the device's copy has no .git), JOBS.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
+: "${COMMIT:?set COMMIT to the commit the tree is}"
+export COMMIT
+export PATH="$PATH:/usr/local/cuda/bin"
+export JOBS=${JOBS:-$(nproc)}
+export VMM_JOBS=$JOBS
+STAGING=$(mktemp -d "${TMPDIR:-/tmp}/gpu_session.XXXXXX")
+FINAL=${OUT:-$STAGING}
+STATUS=0
+
+pack() {
+  [ -n "${OUT:-}" ] && tar -czf "$OUT/gpu_session.tgz" -C "$STAGING" .
+}
+
+run_stage() {  # run_stage NAME COMMAND...: output in NAME/console.log
+  local name=$1
+  shift
+  local dir="$STAGING/$name"
+  mkdir -p "$dir"
+  local t0=$SECONDS
+  echo "=== stage $name: $*"
+  OUT="$dir" "$@" >"$dir/console.log" 2>&1
+  local rc=$?
+  echo "$name: exit $rc, $((SECONDS - t0)) s" | tee -a "$STAGING/stages.txt"
+  tail -n 15 "$dir/console.log"
+  [ "$rc" -eq 0 ] || STATUS=1
+  pack
+}
+
+for stage in "$@"; do
+  case "$stage" in
+    suite) run_stage suite env STEPS=ctest scripts/gpu_suite.sh ;;
+    sanitizers) run_stage sanitizers env STEPS=memcheck,racecheck,synccheck scripts/gpu_suite.sh ;;
+    reliability) run_stage reliability scripts/gpu_reliability.sh ;;
+    preload) run_stage preload scripts/gpu_preload.sh ;;
+    vmmctl) run_stage vmmctl env BUILD=build-gpu-vmmctl scripts/gpu_vmmctl_demo.sh --bench ;;
+    latency)
+      run_stage latency bash -c 'bench/alloc_latency.sh "$COMMIT" && cp bench/results/alloc_latency.json "$OUT/"' ;;
+    replay)
+      run_stage replay bash -c 'cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+          -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null &&
+        cmake --build build-gpu -j "$JOBS" --target vmm_replay >/dev/null &&
+        python3 bench/replay.py --vmm-replay build-gpu/tools/vmm_replay --commit "$COMMIT" &&
+        cp bench/results/replay.json "$OUT/"' ;;
+    growth)
+      run_stage growth bash -c 'scripts/gpu_bench.sh "$COMMIT" workspace_growth &&
+        cp bench/results/workspace_growth.json "$OUT/"' ;;
+    torch)
+      run_stage torch bash -c 'scripts/gpu_torch.sh "$COMMIT"; rc=$?;
+        cp bench/results/torch_workspace.json bench/results/torch_train.json "$OUT/" 2>/dev/null; exit $rc' ;;
+    multi) run_stage multi scripts/gpu_multi.sh ;;
+    *) echo "gpu_session.sh: unknown stage '$stage'" >&2; STATUS=2 ;;
+  esac
+done
+echo "=== stages"
+cat "$STAGING/stages.txt" 2>/dev/null
+[ -z "${OUT:-}" ] && echo "results: $FINAL"
+exit "$STATUS"

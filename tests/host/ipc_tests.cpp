@@ -1,0 +1,744 @@
+// IPC on the host backend, where chunks are memfds: the same protocol and
+// code paths as on a GPU (descriptors over a Unix socket, imported and
+// mapped at another address), testable without one.
+//
+// Most cases run both sides in this process, each over its own HostBackend
+// and device context, as two processes would be; the last ones run the
+// importer in a child process (this test binary, spawned with a hidden test
+// case and the sockets' descriptors in its environment). Every case checks
+// at the end that each side's backend holds nothing (live_objects()) and
+// that no memfd of ours is left open.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "allocator/backend/fault_injecting_backend.hpp"
+#include "allocator/backend/host_backend.hpp"
+#include "allocator/device_context.hpp"
+#include "allocator/ipc_protocol.hpp"
+#include "allocator/units.hpp"
+#include "tests/common/catch.hpp"
+#include "tests/common/test_util.hpp"
+#include "vmmalloc/errors.hpp"
+#include "vmmalloc/ipc.hpp"
+#include "vmmalloc/vmmalloc.h"
+#include "vmmalloc/workspace.hpp"
+
+extern char** environ;
+
+namespace {
+
+using vmm::GiB;
+using vmm::MiB;
+using vmm::WorkspaceExport;
+using vmm::WorkspaceImport;
+using vmm::test::contains;
+using vmm::test::expect_throw;
+using namespace std::chrono_literals;
+
+// One side's allocator state: what a process would have.
+struct Side {
+  Side() {
+    vmm::Config config;
+    config.va_reservation_size = 1 * GiB;
+    config.chunk_sizes = {2 * MiB, 8 * MiB};  // several chunks per grow
+    config.pool_cache_limit = 64 * MiB;
+    HostBackend::Options o;
+    o.device_memory = 1 * GiB;
+    host = std::make_unique<HostBackend>(o);
+    auto wrapper = std::make_unique<vmm::FaultInjectingBackend>(*host);
+    faults = wrapper.get();
+    context = std::make_unique<vmm::DeviceContext>(std::move(wrapper), config);
+  }
+  // Tears the context down and checks the backend holds nothing.
+  void finish() {
+    context.reset();
+    const vmm::LiveObjects live = host->live_objects();
+    INFO("left: " << live.handles << " handles, " << live.mapped_bytes << " bytes mapped, "
+                  << live.reservations << " reservations");
+    CHECK(live == vmm::LiveObjects{});
+  }
+  using HostBackend = vmm::HostBackend;
+  std::unique_ptr<HostBackend> host;
+  vmm::FaultInjectingBackend* faults = nullptr;
+  std::unique_ptr<vmm::DeviceContext> context;
+};
+
+std::pair<int, int> stream_pair() {
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  return {fds[0], fds[1]};
+}
+
+unsigned char* at(void* base, std::size_t offset) {
+  return static_cast<unsigned char*>(base) + offset;
+}
+
+bool all_equal(const void* p, std::size_t bytes, unsigned char value) {
+  const auto* b = static_cast<const unsigned char*>(p);
+  return std::all_of(b, b + bytes, [&](unsigned char v) { return v == value; });
+}
+
+// Open memfds of the host backend in this process.
+int open_memfds() {
+  int n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const auto target = std::filesystem::read_symlink(entry.path(), ec);
+    if (!ec && target.string().rfind("/memfd:vmmalloc-host-handle", 0) == 0) ++n;
+  }
+  return n;
+}
+
+bool closed(int fd) { return ::fcntl(fd, F_GETFD) == -1 && errno == EBADF; }
+
+// Waits until `pred` holds (checked every millisecond), at most 5 s.
+template <class P>
+bool eventually(P pred) {
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+int driver_code(const std::function<void()>& f) {
+  return expect_throw<vmm::DriverError>(f).code();
+}
+
+}  // namespace
+
+TEST_CASE("ipc: an import maps the exporter's chunks read/write, both ways", "[ipc]") {
+  const int memfds_before = open_memfds();
+  Side e;
+  Side i;
+  {
+    vmm::Workspace ws(*e.context, 64 * MiB);
+    ws.grow_to(6 * MiB);
+    std::memset(ws.data(), 0x11, ws.size());
+    WorkspaceExport share(ws);
+    auto [mine, theirs] = stream_pair();
+    share.serve(mine);
+    WorkspaceImport in(*i.context, theirs);
+
+    CHECK(in.size() == 6 * MiB);
+    CHECK(in.capacity() == 64 * MiB);
+    CHECK(in.mapped_bytes() == ws.mapped_bytes());
+    CHECK(in.device() == 0);
+    REQUIRE(in.data() != nullptr);
+    CHECK(in.data() != ws.data());  // another reservation: another address
+    CHECK(all_equal(in.data(), 6 * MiB, 0x11));
+    CHECK(i.host->calls(vmm::BackendCall::import_handle) ==
+          e.host->calls(vmm::BackendCall::export_handle));
+    CHECK(eventually([&] { return share.connections() == 1; }));
+
+    // Writes go both ways: it is the same memory.
+    std::memset(in.data(), 0x22, 1 * MiB);
+    CHECK(all_equal(ws.data(), 1 * MiB, 0x22));
+    CHECK(all_equal(at(ws.data(), 1 * MiB), 5 * MiB, 0x11));
+    std::memset(at(ws.data(), 5 * MiB), 0x33, 1 * MiB);
+    CHECK(all_equal(at(in.data(), 5 * MiB), 1 * MiB, 0x33));
+
+    // The imported handles were released once mapped: the mappings alone
+    // hold the memory.
+    CHECK(i.host->live_handles() == 0);
+    CHECK(i.host->mapped_bytes() == 6 * MiB);
+  }
+  e.finish();
+  i.finish();
+  CHECK(open_memfds() == memfds_before);
+}
+
+TEST_CASE("ipc: update() maps what the exporter grew, and only that", "[ipc]") {
+  Side e;
+  Side i;
+  {
+    vmm::Workspace ws(*e.context, 256 * MiB);
+    ws.grow_to(4 * MiB);
+    std::memset(ws.data(), 0x11, ws.size());
+    WorkspaceExport share(ws);
+    auto [mine, theirs] = stream_pair();
+    share.serve(mine);
+    WorkspaceImport in(*i.context, theirs);
+    const void* base = in.data();
+
+    ws.grow_to(40 * MiB + 5);
+    std::memset(at(ws.data(), 4 * MiB), 0x44, ws.size() - 4 * MiB);
+    CHECK(in.size() == 4 * MiB);  // nothing changes until asked
+    const auto imports_before = i.host->calls(vmm::BackendCall::import_handle);
+    in.update();
+    CHECK(in.data() == base);  // stable address
+    CHECK(in.size() == 40 * MiB + 5);
+    CHECK(in.mapped_bytes() == ws.mapped_bytes());
+    CHECK(in.mapped_bytes() == 42 * MiB);
+    CHECK(all_equal(in.data(), 4 * MiB, 0x11));
+    CHECK(all_equal(at(in.data(), 4 * MiB), 36 * MiB + 5, 0x44));
+    const auto imported = i.host->calls(vmm::BackendCall::import_handle) - imports_before;
+    CHECK(imported > 0);
+    CHECK(e.host->calls(vmm::BackendCall::export_handle) ==
+          i.host->calls(vmm::BackendCall::import_handle));  // each descriptor sent once
+
+    // Nothing changed: nothing is imported again.
+    in.update();
+    CHECK(i.host->calls(vmm::BackendCall::import_handle) == imports_before + imported);
+    CHECK(in.size() == 40 * MiB + 5);
+
+    // Several importers of one export.
+    auto [mine2, theirs2] = stream_pair();
+    share.serve(mine2);
+    Side i2;
+    {
+      WorkspaceImport second(*i2.context, theirs2);
+      CHECK(second.size() == ws.size());
+      CHECK(all_equal(at(second.data(), 4 * MiB), 36 * MiB, 0x44));
+      std::memset(second.data(), 0x55, 4096);
+      CHECK(all_equal(in.data(), 4096, 0x55));
+    }
+    i2.finish();
+  }
+  e.finish();
+  i.finish();
+}
+
+TEST_CASE("ipc: a shrink, and chunks replaced behind the same offsets", "[ipc]") {
+  Side e;
+  Side i;
+  {
+    vmm::Workspace ws(*e.context, 256 * MiB);
+    ws.grow_to(40 * MiB);
+    std::memset(ws.data(), 0x11, ws.size());
+    WorkspaceExport share(ws);
+    auto [mine, theirs] = stream_pair();
+    share.serve(mine);
+    WorkspaceImport in(*i.context, theirs);
+    const std::size_t handles_exported = e.host->live_handles();
+
+    // Shrink: the exporter's tail goes back to the device, not to its pool
+    // (the importer still maps it and must not see it reused).
+    ws.shrink_to(4 * MiB, nullptr);
+    e.context->reclaimer().drain();
+    CHECK(e.context->pool().stats().cached_bytes == 0);
+    CHECK(e.context->pool().stats().created_bytes == ws.mapped_bytes());
+    CHECK(e.host->live_handles() < handles_exported);
+    // The importer still reads the old bytes: the memory lives while mapped.
+    CHECK(all_equal(at(in.data(), 20 * MiB), 20 * MiB, 0x11));
+    in.update();
+    CHECK(in.size() == 4 * MiB);
+    CHECK(in.mapped_bytes() == ws.mapped_bytes());
+
+    // Grow back with fresh memory, shrink and grow again without the
+    // importer looking: the same offsets now hold other chunks, which
+    // update() must notice (by serial) and remap.
+    ws.grow_to(40 * MiB);
+    std::memset(at(ws.data(), 4 * MiB), 0x66, 36 * MiB);
+    in.update();
+    CHECK(all_equal(at(in.data(), 4 * MiB), 36 * MiB, 0x66));
+    ws.shrink_to(4 * MiB, nullptr);
+    e.context->reclaimer().drain();
+    ws.grow_to(40 * MiB);
+    std::memset(at(ws.data(), 4 * MiB), 0x77, 36 * MiB);
+    const auto fences_before = i.host->calls(vmm::BackendCall::record_fence);
+    in.update();
+    CHECK(i.host->calls(vmm::BackendCall::record_fence) == fences_before + 1);  // waited for it
+    CHECK(in.size() == 40 * MiB);
+    CHECK(all_equal(at(in.data(), 4 * MiB), 36 * MiB, 0x77));
+    CHECK(all_equal(in.data(), 4 * MiB, 0x11));
+    std::memset(at(in.data(), 39 * MiB), 0x78, MiB);
+    CHECK(all_equal(at(ws.data(), 39 * MiB), MiB, 0x78));
+    CHECK(i.host->mapped_bytes() == 40 * MiB);
+  }
+  e.finish();
+  i.finish();
+}
+
+TEST_CASE("ipc: the exporter may go first", "[ipc]") {
+  const int memfds_before = open_memfds();
+  Side e;
+  Side i;
+  auto [mine, theirs] = stream_pair();
+  std::unique_ptr<WorkspaceImport> in;
+  {
+    vmm::Workspace ws(*e.context, 64 * MiB);
+    ws.grow_to(20 * MiB);
+    std::memset(ws.data(), 0x5a, ws.size());
+    WorkspaceExport share(ws);
+    share.serve(mine);
+    in = std::make_unique<WorkspaceImport>(*i.context, theirs);
+  }
+  e.finish();  // workspace, export and the exporter's whole context: gone
+  CHECK(e.host->live_objects() == vmm::LiveObjects{});
+
+  // The import still holds the memory, readable and writable.
+  CHECK(all_equal(in->data(), 20 * MiB, 0x5a));
+  std::memset(in->data(), 0x5b, 20 * MiB);
+  CHECK(all_equal(in->data(), 20 * MiB, 0x5b));
+  // The exporter is gone: update() says so and changes nothing.
+  const vmm::DriverError gone = expect_throw<vmm::DriverError>([&] { in->update(); });
+  CHECK(gone.code() == EPIPE);
+  CHECK(contains(gone.what(), "closed the connection"));
+  CHECK(in->size() == 20 * MiB);
+  CHECK(all_equal(in->data(), 20 * MiB, 0x5b));
+
+  in->close(nullptr);
+  CHECK(in->data() == nullptr);
+  CHECK(in->size() == 0);
+  in->close(nullptr);  // idempotent
+  in.reset();
+  i.finish();
+  CHECK(open_memfds() == memfds_before);
+}
+
+TEST_CASE("ipc: the importer may go first", "[ipc]") {
+  const int memfds_before = open_memfds();
+  Side e;
+  Side i;
+  {
+    vmm::Workspace ws(*e.context, 64 * MiB);
+    ws.grow_to(10 * MiB);
+    WorkspaceExport share(ws);
+    auto [mine, theirs] = stream_pair();
+    share.serve(mine);
+    {
+      WorkspaceImport in(*i.context, theirs);
+      std::memset(in.data(), 0x21, in.size());
+      CHECK(eventually([&] { return share.connections() == 1; }));
+    }  // closed: unmapped by the importer's reclaimer
+    i.finish();
+    CHECK(eventually([&] { return share.connections() == 0; }));  // the server noticed
+    CHECK(all_equal(ws.data(), 10 * MiB, 0x21));
+    ws.grow_to(30 * MiB);  // the workspace goes on as usual
+    std::memset(ws.data(), 0x22, ws.size());
+  }
+  e.finish();
+  CHECK(open_memfds() == memfds_before);
+}
+
+TEST_CASE("ipc: a released workspace is reported to its importers", "[ipc]") {
+  Side e;
+  Side i;
+  {
+    vmm::Workspace ws(*e.context, 64 * MiB);
+    ws.grow_to(4 * MiB);
+    std::memset(ws.data(), 1, ws.size());
+    WorkspaceExport share(ws);
+    auto [mine, theirs] = stream_pair();
+    share.serve(mine);
+    WorkspaceImport in(*i.context, theirs);
+    ws.release(nullptr);
+    CHECK_THROWS_AS(WorkspaceExport(ws), vmm::InvalidArgumentError);  // released
+    const vmm::DriverError e1 = expect_throw<vmm::DriverError>([&] { in.update(); });
+    CHECK(e1.code() == ENOENT);
+    CHECK(contains(e1.what(), "the exporter answered: the shared workspace was released"));
+    CHECK(all_equal(in.data(), 4 * MiB, 1));  // still mapped here
+    CHECK(in.size() == 4 * MiB);
+    // The connection stays up: the importer may ask again.
+    CHECK(driver_code([&] { in.update(); }) == ENOENT);
+  }
+  e.finish();
+  i.finish();
+}
+
+TEST_CASE("ipc: sockets that will not do are refused, and closed", "[ipc]") {
+  Side e;
+  vmm::Workspace ws(*e.context, 16 * MiB);
+  WorkspaceExport share(ws);
+
+  int pipe_fds[2];
+  REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
+  ::close(pipe_fds[1]);
+  CHECK(contains(expect_throw<vmm::InvalidArgumentError>([&] { share.serve(pipe_fds[0]); }).what(),
+                 "is not a socket"));
+  CHECK(closed(pipe_fds[0]));  // taken over even on failure
+
+  int dgram[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, dgram) == 0);
+  const std::string what =
+      expect_throw<vmm::InvalidArgumentError>([&] { share.serve(dgram[0]); }).what();
+  CHECK(contains(what, "expected a connected AF_UNIX SOCK_STREAM socket"));
+  CHECK(closed(dgram[0]));
+  ::close(dgram[1]);
+
+  const int unconnected = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(unconnected >= 0);
+  Side i;
+  CHECK(contains(
+      expect_throw<vmm::InvalidArgumentError>([&] { WorkspaceImport(*i.context, unconnected); })
+          .what(),
+      "is not connected"));
+  CHECK(closed(unconnected));
+  CHECK(contains(expect_throw<vmm::InvalidArgumentError>([&] { share.serve(-1); }).what(),
+                 "not an open file descriptor"));
+  CHECK(share.connections() == 0);
+  ws.release(nullptr);
+  e.finish();
+  i.finish();
+}
+
+TEST_CASE("ipc: a peer that does not speak the protocol", "[ipc]") {
+  Side i;
+  SECTION("garbage") {
+    auto [ours, theirs] = stream_pair();
+    const char junk[64] = "GET / HTTP/1.1\r\n\r\n";
+    REQUIRE(::write(ours, junk, sizeof junk) == static_cast<ssize_t>(sizeof junk));
+    const vmm::DriverError err =
+        expect_throw<vmm::DriverError>([&] { WorkspaceImport(*i.context, theirs, 2s); });
+    CHECK(err.code() == EPROTO);
+    CHECK(err.call() == "vmmalloc IPC");
+    CHECK(contains(err.what(), "bad magic"));
+    ::close(ours);
+  }
+  SECTION("hangs up") {
+    auto [ours, theirs] = stream_pair();
+    ::close(ours);
+    CHECK(driver_code([&] { WorkspaceImport(*i.context, theirs, 2s); }) == EPIPE);
+  }
+  SECTION("never answers") {
+    auto [ours, theirs] = stream_pair();
+    const vmm::DriverError err =
+        expect_throw<vmm::DriverError>([&] { WorkspaceImport(*i.context, theirs, 50ms); });
+    CHECK(err.code() == ETIMEDOUT);
+    CHECK(contains(err.what(), "no answer within 50 ms"));
+    ::close(ours);
+  }
+  SECTION("a layout that breaks the rules") {
+    auto [ours, theirs] = stream_pair();
+    // A server stand-in: answers the sync with chunks that leave a hole.
+    std::thread server([fd = ours] {
+      vmm::ipc::UniqueFd own(fd);
+      (void)vmm::ipc::receive_message(fd, 2000ms);
+      vmm::SharedLayout layout;
+      layout.capacity = 64 * MiB;
+      layout.size = 4 * MiB;
+      layout.chunks = {vmm::SharedChunk{0, 2 * MiB, 1, -1}, vmm::SharedChunk{4 * MiB, 2 * MiB, 2, -1}};
+      vmm::ipc::send_layout(fd, layout);
+      char byte = 0;
+      (void)::read(fd, &byte, 1);  // until the importer hangs up
+    });
+    const vmm::DriverError err =
+        expect_throw<vmm::DriverError>([&] { WorkspaceImport(*i.context, theirs, 2s); });
+    server.join();
+    CHECK(err.code() == EPROTO);
+    CHECK(contains(err.what(), "does not follow the previous one"));
+  }
+  i.finish();
+}
+
+TEST_CASE("ipc: a fault on either side leaves both consistent, and the next update works",
+          "[ipc][fault_injection]") {
+  Side e;
+  Side i;
+  {
+    vmm::Workspace ws(*e.context, 256 * MiB);
+    ws.grow_to(4 * MiB);
+    std::memset(ws.data(), 0x10, ws.size());
+    WorkspaceExport share(ws);
+    auto [mine, theirs] = stream_pair();
+    share.serve(mine);
+    WorkspaceImport in(*i.context, theirs);
+    unsigned char value = 0x10;
+
+    struct Fault {
+      vmm::FaultInjectingBackend* where;
+      vmm::BackendCall kind;
+      bool shrink;  // the update drops chunks (fence, unmap) rather than adding them
+    };
+    for (const Fault& f : {Fault{i.faults, vmm::BackendCall::import_handle, false},
+                           Fault{i.faults, vmm::BackendCall::map, false},
+                           Fault{i.faults, vmm::BackendCall::set_access, false},
+                           Fault{e.faults, vmm::BackendCall::export_handle, false},
+                           Fault{i.faults, vmm::BackendCall::record_fence, true},
+                           Fault{i.faults, vmm::BackendCall::unmap, true}}) {
+      for (std::uint64_t n = 1;; ++n) {
+        INFO(vmm::backend_call_name(f.kind) << " #" << n);
+        // A change for the importer to follow: grow by 10 MiB (fresh
+        // chunks), or shrink back to 4 MiB.
+        const std::size_t target = f.shrink ? 4 * MiB : ws.size() + 10 * MiB;
+        if (f.shrink) {
+          if (ws.size() == 4 * MiB) ws.grow_to(44 * MiB);
+          in.update();
+          ws.shrink_to(target, nullptr);
+          e.context->reclaimer().drain();
+        } else {
+          const std::size_t old = ws.size();
+          ws.grow_to(target);
+          value = static_cast<unsigned char>(value + 1);
+          std::memset(at(ws.data(), old), value, target - old);
+        }
+        const std::size_t size_before = in.size();
+        f.where->fail_nth(f.kind, n);
+        bool failed = false;
+        try {
+          in.update();
+        } catch (const vmm::Error& err) {
+          failed = true;
+          CHECK(contains(err.what(), "injected"));
+          CHECK(in.size() == size_before);  // unchanged
+        }
+        const bool fired = f.where->fired();
+        f.where->disarm();
+        CHECK(failed == fired);
+        in.update();  // retried in full
+        CHECK(in.size() == ws.size());
+        CHECK(in.mapped_bytes() == ws.mapped_bytes());
+        CHECK(std::memcmp(in.data(), ws.data(), ws.size()) == 0);
+        CHECK(i.host->mapped_bytes() == in.mapped_bytes());
+        CHECK(i.host->live_handles() == 0);
+        if (!fired) break;
+      }
+    }
+  }
+  e.finish();
+  i.finish();
+}
+
+TEST_CASE("ipc: the C API", "[ipc][c_api]") {
+  vmm_workspace* ws = nullptr;
+  REQUIRE(vmm_workspace_create(64 * MiB, 0, &ws) == VMM_SUCCESS);
+  REQUIRE(vmm_workspace_grow(ws, 6 * MiB) == VMM_SUCCESS);
+  void* data = nullptr;
+  REQUIRE(vmm_workspace_data(ws, &data) == VMM_SUCCESS);
+  std::memset(data, 0x31, 6 * MiB);
+
+  vmm_workspace_export* ex = nullptr;
+  REQUIRE(vmm_workspace_export_create(ws, &ex) == VMM_SUCCESS);
+  auto [mine, theirs] = stream_pair();
+  REQUIRE(vmm_workspace_export_serve(ex, mine) == VMM_SUCCESS);
+  vmm_workspace_import* im = nullptr;
+  REQUIRE(vmm_workspace_import_create(theirs, 0, &im) == VMM_SUCCESS);
+  void* imported = nullptr;
+  std::size_t size = 0;
+  std::size_t capacity = 0;
+  REQUIRE(vmm_workspace_import_data(im, &imported) == VMM_SUCCESS);
+  REQUIRE(vmm_workspace_import_size(im, &size) == VMM_SUCCESS);
+  REQUIRE(vmm_workspace_import_capacity(im, &capacity) == VMM_SUCCESS);
+  CHECK(size == 6 * MiB);
+  CHECK(capacity == 64 * MiB);
+  CHECK(all_equal(imported, 6 * MiB, 0x31));
+
+  REQUIRE(vmm_workspace_grow(ws, 16 * MiB) == VMM_SUCCESS);
+  std::memset(at(data, 6 * MiB), 0x32, 10 * MiB);
+  REQUIRE(vmm_workspace_import_update(im, nullptr) == VMM_SUCCESS);
+  REQUIRE(vmm_workspace_import_size(im, &size) == VMM_SUCCESS);
+  CHECK(size == 16 * MiB);
+  CHECK(all_equal(at(imported, 6 * MiB), 10 * MiB, 0x32));
+
+  // Bad arguments name what is wrong; sockets handed over are closed.
+  int pipe_fds[2];
+  REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
+  CHECK(vmm_workspace_export_serve(ex, pipe_fds[0]) == VMM_ERROR_INVALID_VALUE);
+  CHECK(contains(vmm_last_error(), "is not a socket"));
+  CHECK(closed(pipe_fds[0]));
+  CHECK(vmm_workspace_export_serve(nullptr, pipe_fds[1]) == VMM_ERROR_INVALID_VALUE);
+  CHECK(closed(pipe_fds[1]));
+  CHECK(vmm_workspace_export_create(nullptr, &ex) == VMM_ERROR_INVALID_VALUE);
+  CHECK(contains(vmm_last_error(), "workspace is NULL"));
+  vmm_workspace_import* bad = nullptr;
+  CHECK(vmm_workspace_import_create(-1, 0, &bad) == VMM_ERROR_INVALID_VALUE);
+  CHECK(bad == nullptr);
+  CHECK(vmm_workspace_import_update(nullptr, nullptr) == VMM_ERROR_INVALID_VALUE);
+  CHECK(vmm_workspace_import_destroy(nullptr, nullptr) == VMM_SUCCESS);
+  CHECK(vmm_workspace_export_destroy(nullptr) == VMM_SUCCESS);
+
+  int can = -1;
+  REQUIRE(vmm_can_access_peer(0, 0, &can) == VMM_SUCCESS);
+  CHECK(can == 1);
+  CHECK(vmm_can_access_peer(0, 1, &can) == VMM_ERROR_INVALID_VALUE);  // one host device
+  CHECK(contains(vmm_last_error(), "peer device 1 does not exist"));
+  CHECK(vmm_can_access_peer(0, 0, nullptr) == VMM_ERROR_INVALID_VALUE);
+  CHECK(vmm_enable_peer_access(0, 0) == VMM_SUCCESS);  // the device itself: nothing to do
+  CHECK(vmm_enable_peer_access(0, 3) == VMM_ERROR_INVALID_VALUE);
+
+  // Either order: here the exporter's workspace goes first.
+  CHECK(vmm_workspace_export_destroy(ex) == VMM_SUCCESS);
+  CHECK(vmm_workspace_destroy(ws, nullptr) == VMM_SUCCESS);
+  CHECK(all_equal(at(imported, 6 * MiB), 10 * MiB, 0x32));
+  CHECK(vmm_workspace_import_update(im, nullptr) == VMM_ERROR_DRIVER);
+  CHECK(contains(vmm_last_error(), "closed the connection"));
+  CHECK(vmm_workspace_import_destroy(im, nullptr) == VMM_SUCCESS);
+
+  // Leave no memfd behind for the cases that count them: once the
+  // reclaimer has unmapped everything (the import's mappings hold the last
+  // reference to their memfds), empty the process-wide pool.
+  CHECK(eventually([] {
+    vmm_empty_cache(0, nullptr);
+    const vmm::LiveObjects live = vmm::device_context(0).backend().live_objects();
+    return live.handles == 0 && live.handle_bytes == 0 && live.mapped_bytes == 0;
+  }));
+}
+
+// ------------------------------------------------------------ two processes
+//
+// The importer runs in a child: this binary, spawned with the hidden test
+// case below. The library's socket and a control socket (one-byte tokens,
+// for the steps of the script) are passed as descriptors 200 and 201.
+
+namespace {
+
+constexpr int kChildIpcFd = 200;
+constexpr int kChildControlFd = 201;
+
+void send_token(int fd, char token) {
+  REQUIRE(::write(fd, &token, 1) == 1);
+}
+
+char wait_token(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  REQUIRE(::poll(&p, 1, 30000) == 1);
+  char token = 0;
+  REQUIRE(::read(fd, &token, 1) == 1);
+  return token;
+}
+
+// Spawns the child with its ends of the two sockets; returns its pid.
+pid_t spawn_importer(const char* scenario, int ipc_fd, int control_fd) {
+  posix_spawn_file_actions_t actions;
+  REQUIRE(posix_spawn_file_actions_init(&actions) == 0);
+  // dup2 onto other numbers: the copies are not close-on-exec.
+  REQUIRE(posix_spawn_file_actions_adddup2(&actions, ipc_fd, kChildIpcFd) == 0);
+  REQUIRE(posix_spawn_file_actions_adddup2(&actions, control_fd, kChildControlFd) == 0);
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::strncmp(*e, "VMM_TEST_IPC_SCENARIO=", 22) != 0) env.emplace_back(*e);
+  }
+  env.push_back(std::string("VMM_TEST_IPC_SCENARIO=") + scenario);
+  std::vector<char*> envp;
+  for (std::string& s : env) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::string exe = "/proc/self/exe";
+  std::string test = "ipc: the importer in a child process";
+  char* argv[] = {exe.data(), test.data(), nullptr};
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv, envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  REQUIRE(rc == 0);
+  return pid;
+}
+
+// The child's exit status (-1 if it did not exit normally within 60 s).
+int wait_child(pid_t pid) {
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  for (;;) {
+    int status = 0;
+    const pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("ipc: the importer in a child process", "[.][ipc_child]") {
+  const char* scenario = std::getenv("VMM_TEST_IPC_SCENARIO");
+  REQUIRE(scenario != nullptr);
+  const std::string which = scenario;
+  const int memfds_before = open_memfds();
+  const int control = kChildControlFd;
+  Side i;
+  {
+    WorkspaceImport in(*i.context, kChildIpcFd);
+    CHECK(in.size() == 4 * MiB);
+    CHECK(all_equal(in.data(), 4 * MiB, 0x11));
+    std::memset(in.data(), 0x22, 1 * MiB);  // for the exporter to see
+    send_token(control, 'w');
+
+    REQUIRE(wait_token(control) == 'g');  // the exporter grew to 20 MiB
+    in.update();
+    CHECK(in.size() == 20 * MiB);
+    CHECK(all_equal(at(in.data(), 4 * MiB), 16 * MiB, 0x33));
+    std::memset(at(in.data(), 19 * MiB), 0x44, 1 * MiB);
+    send_token(control, 'u');
+
+    if (which == "exporter-first") {
+      REQUIRE(wait_token(control) == 'x');  // the exporter tore everything down
+      // The memory lives on here, readable and writable.
+      CHECK(all_equal(in.data(), 1 * MiB, 0x22));
+      CHECK(all_equal(at(in.data(), 4 * MiB), 15 * MiB, 0x33));
+      std::memset(in.data(), 0x55, 20 * MiB);
+      CHECK(all_equal(in.data(), 20 * MiB, 0x55));
+      CHECK(driver_code([&] { in.update(); }) == EPIPE);
+    }
+  }  // the import closes here (first, in the importer-first scenario)
+  i.finish();
+  CHECK(open_memfds() == memfds_before);
+  send_token(control, 'c');
+}
+
+namespace {
+
+// The exporter's half of both scenarios; the child runs the importer's.
+void run_two_processes(const char* scenario) {
+  const int memfds_before = open_memfds();
+  Side e;
+  auto [ipc_mine, ipc_theirs] = stream_pair();
+  auto [control, control_theirs] = stream_pair();
+  const pid_t child = spawn_importer(scenario, ipc_theirs, control_theirs);
+  ::close(ipc_theirs);
+  ::close(control_theirs);
+  {
+    auto ws = std::make_unique<vmm::Workspace>(*e.context, 64 * MiB);
+    ws->grow_to(4 * MiB);
+    std::memset(ws->data(), 0x11, ws->size());
+    auto share = std::make_unique<WorkspaceExport>(*ws);
+    share->serve(ipc_mine);
+
+    REQUIRE(wait_token(control) == 'w');
+    CHECK(all_equal(ws->data(), 1 * MiB, 0x22));  // the child's write
+    CHECK(all_equal(at(ws->data(), 1 * MiB), 3 * MiB, 0x11));
+    ws->grow_to(20 * MiB);
+    std::memset(at(ws->data(), 4 * MiB), 0x33, 16 * MiB);
+    send_token(control, 'g');
+    REQUIRE(wait_token(control) == 'u');
+    CHECK(all_equal(at(ws->data(), 19 * MiB), 1 * MiB, 0x44));
+
+    if (std::string(scenario) == "exporter-first") {
+      share.reset();
+      ws->release(nullptr);
+      ws.reset();
+      e.finish();
+      CHECK(open_memfds() == memfds_before);
+      send_token(control, 'x');
+      REQUIRE(wait_token(control) == 'c');
+    } else {
+      REQUIRE(wait_token(control) == 'c');  // the child closed its import and exited
+      CHECK(eventually([&] { return share->connections() == 0; }));
+      std::memset(ws->data(), 0x66, ws->size());  // still ours alone
+      CHECK(all_equal(ws->data(), ws->size(), 0x66));
+    }
+  }
+  CHECK(wait_child(child) == 0);
+  ::close(control);
+  if (e.context) e.finish();
+  CHECK(open_memfds() == memfds_before);
+}
+
+}  // namespace
+
+TEST_CASE("ipc: two processes, growth after export, the exporter goes first", "[ipc]") {
+  run_two_processes("exporter-first");
+}
+
+TEST_CASE("ipc: two processes, growth after export, the importer goes first", "[ipc]") {
+  run_two_processes("importer-first");
+}
