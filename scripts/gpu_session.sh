@@ -53,7 +53,7 @@ for stage in "$@"; do
     sanitizers) run_stage sanitizers env STEPS=memcheck,racecheck,synccheck scripts/gpu_suite.sh ;;
     reliability) run_stage reliability scripts/gpu_reliability.sh ;;
     preload) run_stage preload scripts/gpu_preload.sh ;;
-    vmmctl) run_stage vmmctl env BUILD=build-gpu-vmmctl scripts/gpu_vmmctl_demo.sh --bench ;;
+    vmmctl) run_stage vmmctl env BUILD=build-gpu scripts/gpu_vmmctl_demo.sh --bench ;;
     latency)
       run_stage latency bash -c 'bench/alloc_latency.sh "$COMMIT" && cp bench/results/alloc_latency.json "$OUT/"' ;;
     replay)

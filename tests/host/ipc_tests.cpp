@@ -429,7 +429,7 @@ TEST_CASE("ipc: a peer that does not speak the protocol", "[ipc]") {
       layout.chunks = {vmm::SharedChunk{0, 2 * MiB, 1, -1}, vmm::SharedChunk{4 * MiB, 2 * MiB, 2, -1}};
       vmm::ipc::send_layout(fd, layout);
       char byte = 0;
-      (void)::read(fd, &byte, 1);  // until the importer hangs up
+      [[maybe_unused]] const ssize_t n = ::read(fd, &byte, 1);  // until the importer hangs up
     });
     const vmm::DriverError err =
         expect_throw<vmm::DriverError>([&] { WorkspaceImport(*i.context, theirs, 2s); });

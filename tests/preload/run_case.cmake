@@ -2,7 +2,8 @@
 #
 #   cmake -DPROGRAM=<exe> [-DARGS=a@@b] [-DPRELOAD=<libvmmalloc_preload.so>]
 #         [-DCONF=<VMMALLOC_CONF>] [-DEXPECT=re@@re] [-DREJECT=re@@re]
-#         [-DCOMPARE_PLAIN=ON] [-DCHECK_SERVED=ON] -P run_case.cmake
+#         [-DCOMPARE_PLAIN=ON] [-DCHECK_SERVED=ON] [-DLIBRARY_PATH=<dir>]
+#         -P run_case.cmake
 #
 # (Lists are joined with @@: a ';' would split the argument in add_test.)
 #
@@ -10,7 +11,11 @@
 # VMMALLOC_CONF=<CONF>` (no LD_PRELOAD without PRELOAD). It must exit 0, its
 # output (stdout and stderr) must match every EXPECT regex and none of the
 # REJECT ones. With COMPARE_PLAIN it first runs WITHOUT the interposer, and
-# the lines starting with "result:" must be the same in both runs.
+# the lines starting with "result:" on stdout must be the same in both runs
+# (stdout and stderr are captured apart, so the interposer's stderr lines
+# cannot split a result line). LIBRARY_PATH goes first in LD_LIBRARY_PATH:
+# the fake driver's directory for the host cases, so that a machine whose
+# LD_LIBRARY_PATH names the real driver's directory still loads the fake.
 # With CHECK_SERVED, the interposer's print_stats line must count at least as
 # many served allocations (served_allocations=N) as the program reports it
 # made ("allocations: N"): every one of them went through vmmalloc.
@@ -39,11 +44,15 @@ function(run out_var with_preload)
   else()
     list(APPEND env_args "--unset=VMMALLOC_CONF")
   endif()
+  if(LIBRARY_PATH)
+    list(APPEND env_args "LD_LIBRARY_PATH=${LIBRARY_PATH}:$ENV{LD_LIBRARY_PATH}")
+  endif()
   execute_process(
     COMMAND ${CMAKE_COMMAND} -E env ${env_args} ${PROGRAM} ${ARGS}
     RESULT_VARIABLE rc
-    OUTPUT_VARIABLE out
-    ERROR_VARIABLE out)
+    OUTPUT_VARIABLE stdout
+    ERROR_VARIABLE stderr)
+  set(out "${stdout}${stderr}")
   set(label "plain")
   if(with_preload AND PRELOAD)
     set(label "LD_PRELOAD=${PRELOAD} VMMALLOC_CONF=${CONF}")
@@ -59,6 +68,7 @@ function(run out_var with_preload)
     message(FATAL_ERROR "${PROGRAM} exited with ${rc} (${label})")
   endif()
   set(${out_var} "${out}" PARENT_SCOPE)
+  set(${out_var}_stdout "${stdout}" PARENT_SCOPE)
 endfunction()
 
 function(result_lines out_var text)
@@ -89,8 +99,8 @@ foreach(re IN LISTS REJECT)
   endif()
 endforeach()
 if(COMPARE_PLAIN)
-  result_lines(plain_results "${plain_out}")
-  result_lines(results "${out}")
+  result_lines(plain_results "${plain_out_stdout}")
+  result_lines(results "${out_stdout}")
   if(NOT plain_results)
     message(FATAL_ERROR "the plain run printed no result: lines")
   endif()
