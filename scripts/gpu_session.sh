@@ -9,7 +9,7 @@
 #   suite        scripts/gpu_suite.sh STEPS=ctest
 #   sanitizers   scripts/gpu_suite.sh STEPS=memcheck,racecheck,synccheck
 #   reliability  scripts/gpu_reliability.sh (ctest + figures)
-#   preload      scripts/gpu_preload.sh
+#   preload      scripts/gpu_preload.sh (preload-ctest: its build and ctest only)
 #   vmmctl       scripts/gpu_vmmctl_demo.sh --bench
 #   latency      bench/alloc_latency.sh (all systems, torch-caching included)
 #   replay       bench/replay.py over every trace
@@ -53,6 +53,7 @@ for stage in "$@"; do
     sanitizers) run_stage sanitizers env STEPS=memcheck,racecheck,synccheck scripts/gpu_suite.sh ;;
     reliability) run_stage reliability scripts/gpu_reliability.sh ;;
     preload) run_stage preload scripts/gpu_preload.sh ;;
+    preload-ctest) run_stage preload-ctest env STEPS=build,ctest scripts/gpu_preload.sh ;;
     vmmctl) run_stage vmmctl env BUILD=build-gpu scripts/gpu_vmmctl_demo.sh --bench ;;
     latency)
       run_stage latency bash -c 'bench/alloc_latency.sh "$COMMIT" && cp bench/results/alloc_latency.json "$OUT/"' ;;
