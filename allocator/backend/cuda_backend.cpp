@@ -44,6 +44,37 @@ class CudaBackend::CurrentContext {
   bool restore_ = false;
 };
 
+// Event create/record/query/synchronize and the VMM calls (reserve, create,
+// map, set access, unmap, release) are "potentially unsafe" calls in CUDA's
+// global capture mode: made from any thread while some thread captures in
+// that mode, they invalidate the capture (PyTorch guards its cudaMalloc the
+// same way). Fences are made and queried, and memory is mapped, from
+// allocating threads too (not only the reclaimer), so every such call runs
+// in relaxed mode and restores the thread's own mode afterwards - except on
+// a thread prepare_background_thread() switched to relaxed mode for good
+// (the reclaimer, which polls fences constantly): no exchange needed there.
+namespace {
+thread_local bool t_relaxed_for_good = false;
+}  // namespace
+
+class CudaBackend::RelaxedCapture {
+ public:
+  explicit RelaxedCapture(const CudaBackend& backend) : driver_(backend.driver_) {
+    if (t_relaxed_for_good) return;
+    changed_ = driver_.ThreadExchangeStreamCaptureMode(&mode_) == CUDA_SUCCESS;
+  }
+  ~RelaxedCapture() {
+    if (changed_) (void)driver_.ThreadExchangeStreamCaptureMode(&mode_);
+  }
+  RelaxedCapture(const RelaxedCapture&) = delete;
+  RelaxedCapture& operator=(const RelaxedCapture&) = delete;
+
+ private:
+  const cuda::Driver& driver_;
+  CUstreamCaptureMode mode_ = CU_STREAM_CAPTURE_MODE_RELAXED;
+  bool changed_ = false;
+};
+
 CudaBackend::CudaBackend(int ordinal) : driver_(cuda::driver()), ordinal_(ordinal) {
   if (ordinal < 0 || ordinal >= driver_.device_count) {
     throw InvalidArgumentError("CUDA device " + std::to_string(ordinal) +
@@ -130,6 +161,7 @@ LiveObjects CudaBackend::live_objects() const {
 
 std::uintptr_t CudaBackend::reserve(std::size_t bytes, std::size_t alignment) {
   CurrentContext scope(*this);
+  RelaxedCapture relaxed(*this);
   CUdeviceptr base = 0;
   check(driver_.MemAddressReserve(&base, bytes, alignment, 0, 0), "cuMemAddressReserve");
   std::lock_guard lock(objects_mutex_);
@@ -140,6 +172,7 @@ std::uintptr_t CudaBackend::reserve(std::size_t bytes, std::size_t alignment) {
 
 void CudaBackend::free_va(std::uintptr_t base, std::size_t bytes) {
   CurrentContext scope(*this);
+  RelaxedCapture relaxed(*this);
   check(driver_.MemAddressFree(static_cast<CUdeviceptr>(base), bytes), "cuMemAddressFree");
   std::lock_guard lock(objects_mutex_);
   --live_.reservations;
@@ -148,6 +181,7 @@ void CudaBackend::free_va(std::uintptr_t base, std::size_t bytes) {
 
 PhysicalHandle CudaBackend::create(std::size_t bytes) {
   CurrentContext scope(*this);
+  RelaxedCapture relaxed(*this);
   CUmemGenericAllocationHandle handle = 0;
   const bool exportable = exportable_handles();
   CUmemAllocationProp prop = allocation_prop(exportable);
@@ -182,6 +216,7 @@ void CudaBackend::track_handle(CUmemGenericAllocationHandle handle, std::size_t 
 
 void CudaBackend::release(PhysicalHandle handle) {
   CurrentContext scope(*this);
+  RelaxedCapture relaxed(*this);
   check(driver_.MemRelease(static_cast<CUmemGenericAllocationHandle>(handle.value)),
         "cuMemRelease");
   std::lock_guard lock(objects_mutex_);
@@ -194,6 +229,7 @@ void CudaBackend::release(PhysicalHandle handle) {
 
 void CudaBackend::map(std::uintptr_t va, std::size_t bytes, PhysicalHandle handle) {
   CurrentContext scope(*this);
+  RelaxedCapture relaxed(*this);
   check(driver_.MemMap(static_cast<CUdeviceptr>(va), bytes, 0,
                        static_cast<CUmemGenericAllocationHandle>(handle.value), 0),
         "cuMemMap");
@@ -203,6 +239,7 @@ void CudaBackend::map(std::uintptr_t va, std::size_t bytes, PhysicalHandle handl
 
 void CudaBackend::unmap(std::uintptr_t va, std::size_t bytes) {
   CurrentContext scope(*this);
+  RelaxedCapture relaxed(*this);
   check(driver_.MemUnmap(static_cast<CUdeviceptr>(va), bytes), "cuMemUnmap");
   std::lock_guard lock(objects_mutex_);
   live_.mapped_bytes -= bytes;
@@ -210,6 +247,7 @@ void CudaBackend::unmap(std::uintptr_t va, std::size_t bytes) {
 
 void CudaBackend::set_access(std::uintptr_t va, std::size_t bytes) {
   CurrentContext scope(*this);
+  RelaxedCapture relaxed(*this);
   CUmemAccessDesc access{};
   access.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
   access.location.id = device_;
@@ -233,6 +271,7 @@ void CudaBackend::set_access(std::uintptr_t va, std::size_t bytes, std::span<con
   }
   if (access.empty()) return;
   CurrentContext scope(*this);
+  RelaxedCapture relaxed(*this);
   check(driver_.MemSetAccess(static_cast<CUdeviceptr>(va), bytes, access.data(), access.size()),
         "cuMemSetAccess");
 }
@@ -278,35 +317,6 @@ PhysicalHandle CudaBackend::import_handle(int fd, std::size_t bytes) {
   track_handle(handle, bytes);
   return PhysicalHandle{static_cast<std::uint64_t>(handle)};
 }
-
-// Event create/record/query/synchronize are "potentially unsafe" calls in
-// CUDA's global capture mode: made from any thread while some thread captures
-// in that mode, they invalidate the capture. Fences are made and queried from
-// allocating threads too (not only the reclaimer), so every fence call runs
-// in relaxed mode and restores the thread's own mode afterwards - except on
-// a thread prepare_background_thread() switched to relaxed mode for good
-// (the reclaimer, which polls fences constantly): no exchange needed there.
-namespace {
-thread_local bool t_relaxed_for_good = false;
-}  // namespace
-
-class CudaBackend::RelaxedCapture {
- public:
-  explicit RelaxedCapture(const CudaBackend& backend) : driver_(backend.driver_) {
-    if (t_relaxed_for_good) return;
-    changed_ = driver_.ThreadExchangeStreamCaptureMode(&mode_) == CUDA_SUCCESS;
-  }
-  ~RelaxedCapture() {
-    if (changed_) (void)driver_.ThreadExchangeStreamCaptureMode(&mode_);
-  }
-  RelaxedCapture(const RelaxedCapture&) = delete;
-  RelaxedCapture& operator=(const RelaxedCapture&) = delete;
-
- private:
-  const cuda::Driver& driver_;
-  CUstreamCaptureMode mode_ = CU_STREAM_CAPTURE_MODE_RELAXED;
-  bool changed_ = false;
-};
 
 bool CudaBackend::stream_capturing(Stream stream) {
   CurrentContext scope(*this);

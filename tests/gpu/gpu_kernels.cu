@@ -59,7 +59,13 @@ void begin_capture(Stream stream) {
 
 void* end_capture(Stream stream) {
   cudaGraph_t graph = nullptr;
-  check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+  const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+  if (ended != cudaSuccess) {
+    // An invalidated capture also sets the thread's last error: clear it, so
+    // the next launch's cudaGetLastError() does not report it again.
+    (void)cudaGetLastError();
+    check(ended, "cudaStreamEndCapture");
+  }
   cudaGraphExec_t exec = nullptr;
   const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
   (void)cudaGraphDestroy(graph);

@@ -509,6 +509,9 @@ TEST_CASE("ipc: a fault on either side leaves both consistent, and the next upda
 }
 
 TEST_CASE("ipc: the C API", "[ipc][c_api]") {
+  // The process-wide state on the host backend, also where a GPU is usable
+  // (where this case runs first in its process; else it is already so).
+  (void)vmm_configure("backend:host,va_reservation_size:8G");
   vmm_workspace* ws = nullptr;
   REQUIRE(vmm_workspace_create(64 * MiB, 0, &ws) == VMM_SUCCESS);
   REQUIRE(vmm_workspace_grow(ws, 6 * MiB) == VMM_SUCCESS);
