@@ -189,7 +189,10 @@ def cache_value(build: pathlib.Path, key: str) -> str | None:
 def compute_sanitizer(build: pathlib.Path, tool: str, target: list[str], timeout: int) -> dict:
     exe = ["compute-sanitizer", "--tool", tool, "--error-exitcode", "1", "--report-api-errors", "no"]
     rc, out = run([*exe, *target], timeout, env={"VMM_TEST_TIME_SCALE": "8"})
-    m = re.search(r"ERROR SUMMARY: (\d+) error", out)
+    # memcheck and synccheck end with "ERROR SUMMARY: N errors"; racecheck with
+    # "RACECHECK SUMMARY: H hazards displayed (N errors, W warnings)".
+    m = (re.search(r"ERROR SUMMARY: (\d+) error", out)
+         or re.search(r"RACECHECK SUMMARY: \d+ hazards? displayed \((\d+) errors?", out))
     errors = int(m.group(1)) if m else None
     name = " ".join([tool, pathlib.Path(target[0]).name, *target[1:]])
     log(f"compute-sanitizer {name}: rc {rc}, errors {errors}")

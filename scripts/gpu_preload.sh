@@ -113,7 +113,7 @@ if want build; then
     -DVMMALLOC_BUILD_BENCH=OFF || finish
   step build cmake --build "$BUILD" -j "$JOBS" --target vmmalloc_preload \
     vmm_preload_check_shared vmm_preload_check_static vmm_preload_host_test \
-    vmm_preload_inert_test || finish
+    vmm_preload_inert_test vmm_preload_local_runtime_test || finish
 fi
 [ -f "$PRELOAD" ] || { note_failure "no interposer at $PRELOAD"; finish; }
 

@@ -8,7 +8,7 @@
 # Usage: COMMIT=<sha> scripts/gpu_session.sh STAGE...
 #   suite        scripts/gpu_suite.sh STEPS=ctest
 #   sanitizers   scripts/gpu_suite.sh STEPS=memcheck,racecheck,synccheck
-#   reliability  scripts/gpu_reliability.sh (ctest + figures)
+#   reliability  scripts/gpu_reliability.sh (ctest + figures; reliability-figures: figures only)
 #   preload      scripts/gpu_preload.sh (preload-ctest: its build and ctest only)
 #   vmmctl       scripts/gpu_vmmctl_demo.sh --bench
 #   latency      bench/alloc_latency.sh (all systems, torch-caching included)
@@ -52,6 +52,7 @@ for stage in "$@"; do
     suite) run_stage suite env STEPS=ctest scripts/gpu_suite.sh ;;
     sanitizers) run_stage sanitizers env STEPS=memcheck,racecheck,synccheck scripts/gpu_suite.sh ;;
     reliability) run_stage reliability scripts/gpu_reliability.sh ;;
+    reliability-figures) run_stage reliability-figures env STEPS=build,figures scripts/gpu_reliability.sh ;;
     preload) run_stage preload scripts/gpu_preload.sh ;;
     preload-ctest) run_stage preload-ctest env STEPS=build,ctest scripts/gpu_preload.sh ;;
     vmmctl) run_stage vmmctl env BUILD=build-gpu scripts/gpu_vmmctl_demo.sh --bench ;;
