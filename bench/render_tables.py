@@ -372,7 +372,32 @@ def torch_train_verdict(doc: dict) -> list[str]:
     return lines + [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
 
 
+# The preload targets (issue 5): under the interposer, at least 0.95x the
+# caching allocator's tokens/s, with peak device memory at most its peak.
+PRELOAD_MIN_SPEED = 0.95
+
+
+def preload_verdict(doc: dict) -> list[str]:
+    rows = {r.get("system"): r for r in doc.get("rows", [])}
+    vm, default = rows.get("vmmalloc-preload"), rows.get("torch-default")
+    checks: list[tuple[bool, str]] = []
+    if vm is None or default is None:
+        checks.append((False, "this run lacks a `vmmalloc-preload` or a `torch-default` row"))
+    else:
+        ratio = float(vm["tokens_per_s"]) / float(default["tokens_per_s"])
+        checks.append((ratio >= PRELOAD_MIN_SPEED,
+                       f"tokens/s {float(vm['tokens_per_s']):,.0f}, {ratio:.4f}x `torch-default`'s "
+                       f"{float(default['tokens_per_s']):,.0f} (target >= {PRELOAD_MIN_SPEED})"))
+        mine, theirs = int(vm["peak_device_bytes"]), int(default["peak_device_bytes"])
+        checks.append((mine <= theirs, f"peak device memory {fmt_bytes(mine)} vs `torch-default`'s "
+                                       f"{fmt_bytes(theirs)} (target <=)"))
+    met = all(ok for ok, _ in checks)
+    lines = ["**Target met? " + ("yes" if met else "no") + "** (vmmalloc-preload):", ""]
+    return lines + [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
+
+
 VERDICTS = {
+    "preload": preload_verdict,
     "workspace_growth": workspace_growth_verdict,
     "alloc_latency": alloc_latency_verdict,
     "replay": replay_verdict,

@@ -12,6 +12,10 @@ workload whose changing shapes fragment a caching allocator. Systems:
   torch-expandable  PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
   vmmalloc          vmmalloc.torch.install()
 
+(bench/preload.py runs the same workload for torch-default, torch-nocache -
+PYTORCH_NO_CUDA_MEMORY_CACHING=1 - and vmmalloc-preload, the same under
+LD_PRELOAD=libvmmalloc_preload.so.)
+
 Every run is a process of its own; the systems' runs alternate (A B C A B C
 ...), --runs of each (default 3). In a run: the memory sampler starts
 (bench/device_memory.py), CUDA and cuBLAS are set up and the baseline read,
@@ -51,8 +55,18 @@ TORCH_CONF = {
     "torch-default": None,
     "torch-expandable": "expandable_segments:True",
     "vmmalloc": None,
+    # bench/preload.py's systems: PyTorch's cache off (every tensor a
+    # cudaMalloc / cudaFree), without and with the LD_PRELOAD interposer.
+    "torch-nocache": None,
+    "vmmalloc-preload": None,
 }
 SYSTEMS = list(TORCH_CONF)
+# Per benchmark: the systems it runs by default and its results file.
+BENCHES = {
+    "torch_train": ["torch-default", "torch-expandable", "vmmalloc"],
+    "preload": ["torch-default", "torch-nocache", "vmmalloc-preload"],
+}
+PRELOAD_LIB = ROOT / "build-gpu" / "preload" / "libvmmalloc_preload.so"
 VOCAB = 50257  # GPT2Config's default vocabulary
 
 
@@ -170,12 +184,18 @@ def git_commit() -> str:
         return "unknown"
 
 
-def system_env(system: str) -> dict[str, str]:
+def system_env(system: str, preload_lib: pathlib.Path = PRELOAD_LIB) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTORCH_CUDA_ALLOC_CONF", None)
     env.pop("PYTORCH_NO_CUDA_MEMORY_CACHING", None)
+    env.pop("LD_PRELOAD", None)
     if TORCH_CONF[system]:
         env["PYTORCH_CUDA_ALLOC_CONF"] = TORCH_CONF[system]
+    if system in ("torch-nocache", "vmmalloc-preload"):
+        env["PYTORCH_NO_CUDA_MEMORY_CACHING"] = "1"
+    if system == "vmmalloc-preload":
+        env["LD_PRELOAD"] = str(preload_lib)
+        env["VMMALLOC_CONF"] = "print_stats:on"  # its summary on stderr: the allocations went through it
     path = str(ROOT / "python")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (path, env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
@@ -184,17 +204,19 @@ def system_env(system: str) -> dict[str, str]:
     return env
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(bench: str = "torch_train", description: str | None = None) -> int:
+    ap = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3, help="runs per system, alternating (>= 3)")
     ap.add_argument("--warmup", type=int, default=6, help="untimed steps first")
     ap.add_argument("--steps", type=int, default=20, help="timed steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", type=int, default=0)
-    ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset")
+    ap.add_argument("--systems", default=",".join(BENCHES[bench]), help="comma-separated subset")
     ap.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     ap.add_argument("--commit", default=None, help="git sha the tree was built from (default: git)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "torch_train.json"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / f"{bench}.json"))
+    ap.add_argument("--preload-lib", type=pathlib.Path, default=PRELOAD_LIB,
+                    help="libvmmalloc_preload.so for vmmalloc-preload")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per run")
     args = ap.parse_args()
     if args.runs < 3:
@@ -210,6 +232,8 @@ def main() -> int:
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown or not systems:
         ap.error(f"--systems: unknown {unknown}; choose from {', '.join(SYSTEMS)}")
+    if "vmmalloc-preload" in systems and not args.preload_lib.is_file():
+        ap.error(f"--preload-lib: {args.preload_lib} does not exist (build the vmmalloc_preload target)")
     if "vmmalloc" in systems:
         subprocess.run([sys.executable, "-c", "import vmmalloc._extension as e; e.load()"],
                        env=system_env("vmmalloc"), check=True)
@@ -219,10 +243,14 @@ def main() -> int:
             cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", s,
                    "--warmup", str(args.warmup), "--steps", str(args.steps), "--seed", str(args.seed),
                    "--device", str(args.device)]
-            proc = subprocess.run(cmd, env=system_env(s), stdout=subprocess.PIPE, text=True,
-                                  timeout=args.timeout)
+            proc = subprocess.run(cmd, env=system_env(s, args.preload_lib), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, timeout=args.timeout)
+            sys.stderr.write(proc.stderr)
             if proc.returncode != 0:
-                raise SystemExit(f"torch_train: {s} run {r + 1} failed (exit {proc.returncode})")
+                raise SystemExit(f"{bench}: {s} run {r + 1} failed (exit {proc.returncode})")
+            if s == "vmmalloc-preload" and "served_allocations=" not in proc.stderr:
+                raise SystemExit(f"{bench}: {s} run {r + 1}: no interposer summary on stderr "
+                                 "(was libvmmalloc_preload.so loaded?)")
             runs[s].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     rows = []
     for s in systems:
@@ -235,18 +263,19 @@ def main() -> int:
         })
     device, driver = device_info()
     doc = {
-        "bench": "torch_train",
+        "bench": bench,
         "commit": args.commit or git_commit(),
         "device": device,
         "driver": driver,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "python3 bench/torch_train.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": f"python3 bench/{pathlib.Path(sys.argv[0]).name} "
+                   + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "rows": rows,
     }
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"torch_train: wrote {out}", file=sys.stderr)
+    print(f"{bench}: wrote {out}", file=sys.stderr)
     return 0
 
 

@@ -15,6 +15,7 @@
 #   replay       bench/replay.py over every trace
 #   growth       bench/workspace_growth
 #   torch        scripts/gpu_torch.sh (tests, both benchmarks, pip check)
+#   preload-bench  bench/preload.py (PyTorch under the interposer)
 #   multi        scripts/gpu_multi.sh (needs 2 GPUs)
 # Environment: COMMIT (required: the device's copy has no .git), JOBS.
 set -uo pipefail
@@ -70,6 +71,11 @@ for stage in "$@"; do
     torch)
       run_stage torch bash -c 'scripts/gpu_torch.sh "$COMMIT"; rc=$?;
         cp bench/results/torch_workspace.json bench/results/torch_train.json "$OUT/" 2>/dev/null; exit $rc' ;;
+    preload-bench)
+      run_stage preload-bench bash -c 'cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+          -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null &&
+        cmake --build build-gpu -j "$JOBS" --target vmmalloc_preload vmmalloc >/dev/null &&
+        python3 bench/preload.py --commit "$COMMIT" && cp bench/results/preload.json "$OUT/"' ;;
     multi) run_stage multi scripts/gpu_multi.sh ;;
     *) echo "gpu_session.sh: unknown stage '$stage'" >&2; STATUS=2 ;;
   esac
