@@ -39,6 +39,8 @@ import shlex
 import subprocess
 import sys
 
+from run_info import device_info, git_commit
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIELDS = ["system", "trace", "events", "peak_live_bytes", "peak_physical_bytes", "ratio",
           "driver_calls", "replay_s", "allocator_peak_bytes"]
@@ -60,24 +62,6 @@ def default_traces() -> list[pathlib.Path]:
                 stem = p.name.removesuffix(".gz").removesuffix(".trace")
                 found.setdefault(stem, p)
     return list(found.values())
-
-
-def device_info() -> tuple[str | None, str | None]:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader",
-                              "-i", "0"], capture_output=True, text=True, timeout=30, check=True).stdout
-        name, driver = (x.strip() for x in out.strip().splitlines()[0].split(","))
-        return name, driver
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None, None
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=30, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def run_system(system: str, trace: pathlib.Path, args) -> dict:

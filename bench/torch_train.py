@@ -48,6 +48,8 @@ import subprocess
 import sys
 import time
 
+from run_info import device_info, git_commit
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 GIB = 1 << 30
 FIELDS = ["system", "tokens_per_s", "tokens_per_s_runs", "peak_device_bytes"]
@@ -164,24 +166,6 @@ def worker(system: str, warmup: int, steps: int, seed: int, device: int) -> dict
 
 
 # ------------------------------------------------------------------ driver
-
-
-def device_info() -> tuple[str | None, str | None]:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader",
-                              "-i", "0"], capture_output=True, text=True, timeout=30, check=True).stdout
-        name, driver = (x.strip() for x in out.strip().splitlines()[0].split(","))
-        return name, driver
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None, None
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=30, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def system_env(system: str, preload_lib: pathlib.Path = PRELOAD_LIB) -> dict[str, str]:

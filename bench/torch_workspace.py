@@ -45,6 +45,8 @@ import subprocess
 import sys
 import time
 
+from run_info import device_info, git_commit
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 GIB = 1 << 30
 FIELDS = ["system", "final_bytes", "peak_device_bytes", "resize_ms", "max_resize_ms",
@@ -176,24 +178,6 @@ def worker(system: str, sizes: list[int], work_ms: float, device: int) -> dict:
 
 
 # ------------------------------------------------------------------ driver
-
-
-def device_info() -> tuple[str | None, str | None]:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader",
-                              "-i", "0"], capture_output=True, text=True, timeout=30, check=True).stdout
-        name, driver = (x.strip() for x in out.strip().splitlines()[0].split(","))
-        return name, driver
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None, None
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=30, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def system_env(system: str) -> dict[str, str]:
