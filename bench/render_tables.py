@@ -396,7 +396,33 @@ def preload_verdict(doc: dict) -> list[str]:
     return lines + [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
 
 
+# The ddp_train targets (issue 8): vmmalloc's tokens/s at least 0.98x
+# torch-default's (medians, all ranks), its peak (largest rank) at most
+# torch-expandable's.
+DDP_MIN_SPEED = 0.98
+
+
+def ddp_train_verdict(doc: dict) -> list[str]:
+    rows = {r.get("system"): r for r in doc.get("rows", [])}
+    vm, default, exp = rows.get(VMMALLOC), rows.get("torch-default"), rows.get("torch-expandable")
+    checks: list[tuple[bool, str]] = []
+    if vm is None or default is None or exp is None:
+        checks.append((False, "this run lacks a `vmmalloc`, `torch-default` or `torch-expandable` row"))
+    else:
+        ratio = float(vm["tokens_per_s"]) / float(default["tokens_per_s"])
+        checks.append((ratio >= DDP_MIN_SPEED,
+                       f"tokens/s {float(vm['tokens_per_s']):,.0f}, {ratio:.4f}x `torch-default`'s "
+                       f"{float(default['tokens_per_s']):,.0f} (target >= {DDP_MIN_SPEED})"))
+        mine, theirs = int(vm["peak_device_bytes"]), int(exp["peak_device_bytes"])
+        checks.append((mine <= theirs, f"peak device memory (largest rank) {fmt_bytes(mine)} vs "
+                                       f"`torch-expandable`'s {fmt_bytes(theirs)} (target <=)"))
+    met = all(ok for ok, _ in checks)
+    lines = [f"**Target met? {'yes' if met else 'no'}** ({VMMALLOC}):", ""]
+    return lines + [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
+
+
 VERDICTS = {
+    "ddp_train": ddp_train_verdict,
     "preload": preload_verdict,
     "workspace_growth": workspace_growth_verdict,
     "alloc_latency": alloc_latency_verdict,

@@ -17,6 +17,7 @@
 #   torch        scripts/gpu_torch.sh (tests, both benchmarks, pip check)
 #   preload-bench  bench/preload.py (PyTorch under the interposer)
 #   multi        scripts/gpu_multi.sh (needs 2 GPUs)
+#   ddp          bench/ddp_train.py (needs 2 GPUs)
 # Environment: COMMIT (required: the device's copy has no .git), JOBS.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
@@ -77,6 +78,9 @@ for stage in "$@"; do
         cmake --build build-gpu -j "$JOBS" --target vmmalloc_preload vmmalloc >/dev/null &&
         python3 bench/preload.py --commit "$COMMIT" && cp bench/results/preload.json "$OUT/"' ;;
     multi) run_stage multi scripts/gpu_multi.sh ;;
+    ddp)
+      run_stage ddp bash -c 'python3 bench/ddp_train.py --commit "$COMMIT" &&
+        cp bench/results/ddp_train.json "$OUT/"' ;;
     *) echo "gpu_session.sh: unknown stage '$stage'" >&2; STATUS=2 ;;
   esac
 done
