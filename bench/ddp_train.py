@@ -44,7 +44,7 @@ import tempfile
 import time
 
 from run_info import device_info, git_commit
-from torch_train import VOCAB, schedule, system_env
+from torch_train import schedule, system_env, training_step
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 GIB = 1 << 30
@@ -95,14 +95,7 @@ def worker(system: str, warmup: int, steps: int, seed: int, result_dir: pathlib.
     gen = torch.Generator(device=dev).manual_seed(seed + rank)
     peak = meter.used()
 
-    def step(batch: int, seq: int) -> torch.Tensor:
-        ids = torch.randint(0, VOCAB, (batch, seq), device=dev, generator=gen)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = ddp(input_ids=ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
+    step = training_step(ddp, opt, gen, dev)
 
     for batch, seq in plan[:warmup]:
         step(batch, seq)

@@ -78,6 +78,24 @@ def schedule(steps: int, seed: int) -> list[tuple[int, int]]:
     return [(rng.randint(2, 16), 64 * rng.randint(1, 16)) for _ in range(steps)]
 
 
+def training_step(model, opt, gen, dev):
+    """One step of the workload (random tokens of the given shape, bf16
+    autocast, backward, AdamW) on `model` (a GPT2LMHeadModel, or one wrapped
+    in DistributedDataParallel: bench/ddp_train.py); returns the loss."""
+    import torch
+
+    def step(batch: int, seq: int) -> torch.Tensor:
+        ids = torch.randint(0, VOCAB, (batch, seq), device=dev, generator=gen)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return step
+
+
 # ------------------------------------------------------------------ worker
 
 
@@ -114,14 +132,7 @@ def worker(system: str, warmup: int, steps: int, seed: int, device: int) -> dict
     gen = torch.Generator(device=dev).manual_seed(seed)
     peak = meter.used()
 
-    def step(batch: int, seq: int) -> torch.Tensor:
-        ids = torch.randint(0, VOCAB, (batch, seq), device=dev, generator=gen)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
+    step = training_step(model, opt, gen, dev)
 
     for batch, seq in plan[:warmup]:
         step(batch, seq)
