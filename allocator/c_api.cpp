@@ -214,7 +214,7 @@ vmm_status vmm_get_allocator_stats(int device, vmm_allocator_stats* stats) {
                                  s.mapped_bytes,     s.cached_bytes,         s.pending_bytes,
                                  s.inactive_split_bytes, s.active_blocks,  s.allocations,
                                  s.frees,            s.stitches,             s.chunk_creates,
-                                 s.chunk_releases,   s.ooms};
+                                 s.chunk_releases,   s.ooms,                 s.fenced_free_waits};
   });
 }
 

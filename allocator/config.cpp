@@ -351,6 +351,16 @@ constexpr Option kOptions[] = {
      [](const Config&) {},
      [](const Config& c) { return format_size(c.pool_cache_limit); }},
 
+    {{"fenced_free_limit", "size", "1G",
+      "Free memory that no stream may take until other streams' work completes (a block used "
+      "on several streams, record_stream, a cudaFree under the LD_PRELOAD interposer), in "
+      "bytes: above it, an allocation that would map new memory first waits for the oldest of "
+      "that work; 0 never waits (maps new memory instead)."},
+     "a size like 256M or 1G (0: never wait)",
+     [](Config& c, std::string_view v) { c.fenced_free_limit = parse_size_value(v); },
+     [](const Config&) {},
+     [](const Config& c) { return format_size(c.fenced_free_limit); }},
+
     {{"memory_cap", "size or fraction", "0",
       "Cap on the physical memory created on each device: a size (at least 2M), a fraction of "
       "the device's total memory written with a decimal point (0 < f <= 1: 0.9, 1.0), or 0 for "

@@ -49,6 +49,14 @@ constexpr auto kTrimInterval = std::chrono::milliseconds(20);
 // and recreated every step (on the GPT-2 trace, trimming within a step
 // raised peak physical memory by ~0.5%).
 constexpr auto kTrimDelay = std::chrono::milliseconds(500);
+// The background trim keeps what the heap's demand (bytes allocated) peaked
+// at over the last kDemandWindow, plus the cache limit: a workload that
+// repeats (training steps) keeps its memory mapped from one repetition to
+// the next instead of unmapping and recreating it every time. Kept as the
+// peaks of kDemandBuckets slices of the window.
+constexpr auto kDemandWindow = std::chrono::seconds(5);
+constexpr std::uint32_t kDemandBucketTicks =
+    static_cast<std::uint32_t>(kDemandWindow / kTrimInterval / Heap::kDemandBuckets);
 // kTrimDelay in ticks of the background trim (one per kTrimInterval): a
 // thread cache's list unused this long is idle.
 constexpr std::uint32_t kIdleTicks = static_cast<std::uint32_t>(kTrimDelay / kTrimInterval);
@@ -335,6 +343,9 @@ void Heap::count_alloc(std::size_t size, std::size_t requested) {
   std::size_t p = peak_allocated_.load(std::memory_order_relaxed);
   while (a > p && !peak_allocated_.compare_exchange_weak(p, a, std::memory_order_relaxed)) {
   }
+  p = demand_peak_.load(std::memory_order_relaxed);
+  while (a > p && !demand_peak_.compare_exchange_weak(p, a, std::memory_order_relaxed)) {
+  }
   const std::size_t r = requested_.fetch_add(requested, std::memory_order_relaxed) + requested;
   p = peak_requested_.load(std::memory_order_relaxed);
   while (r > p && !peak_requested_.compare_exchange_weak(p, r, std::memory_order_relaxed)) {
@@ -483,7 +494,7 @@ void Heap::release_stream(Stream stream) {
 }
 
 void* Heap::allocate_slow(std::size_t bytes, std::size_t rounded, Stream stream) {
-  std::lock_guard lock(mutex_);
+  std::unique_lock lock(mutex_);
   use_.revive(stream);  // allocating on it: the handle is (again) a live stream
   const PoolId pool = pool_for_locked(stream);
   const SizeKind kind = size_kind(rounded);
@@ -501,6 +512,11 @@ void* Heap::allocate_slow(std::size_t bytes, std::size_t rounded, Stream stream)
     if (Block* b = find_fit_locked(pool, kind, stream, rounded)) {
       return take_locked(b, rounded, bytes, stream);
     }
+  }
+  // Before mapping more: free memory waiting for other streams' work beyond
+  // fenced_free_limit is waited for instead (the oldest of it first).
+  if (Block* b = wait_for_fenced_free_locked(lock, pool, kind, stream, rounded)) {
+    return take_locked(b, rounded, bytes, stream);
   }
   std::string cause;
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -729,17 +745,92 @@ Heap::Block* Heap::find_fit_locked(PoolId pool, SizeKind kind, Stream stream, st
   if (best != nullptr) return best;
   // Another stream's free block would fit once its work is done: record the
   // fences that will tell (lazily: only now that a stream wants it).
+  // On `stream`'s own list that is the block's other users (record_stream,
+  // a free in another stream's order).
   for (auto& [s, set] : idx.by_stream) {
-    if (s == stream || s == neutral_key()) continue;
+    if (s == neutral_key()) continue;
     auto it = set.lower_bound(&probe);
     if (it == set.end()) continue;
-    Block* b = *it;
-    if (b->stream != stream) use_.request(b->stream, b->epoch);
-    for (Stream x : b->extra) {
-      if (x != stream) use_.request(x, b->epoch);
-    }
+    request_fences_locked(*it, stream);
   }
   return nullptr;
+}
+
+void Heap::request_fences_locked(const Block* b, Stream stream) {
+  if (b->stream != stream) use_.request(b->stream, b->epoch);
+  for (Stream x : b->extra) {
+    if (x != stream) use_.request(x, b->epoch);
+  }
+}
+
+Heap::FencedFree Heap::fenced_free_locked(PoolId pool) {
+  FencedFree out;
+  std::vector<std::pair<Stream, std::uint64_t>> frontiers;  // one query per stream
+  auto frontier = [&](Stream s) {
+    for (const auto& [fs, f] : frontiers) {
+      if (fs == s) return f;
+    }
+    frontiers.emplace_back(s, use_.frontier(s));
+    return frontiers.back().second;
+  };
+  for (FreeIndex& idx : pools_[pool].index) {
+    for (auto& [s, set] : idx.by_stream) {
+      if (s == neutral_key()) continue;
+      for (Block* b : set) {
+        if (b->neutral) continue;
+        // Not even its own stream may take it before these complete.
+        bool waits = false;
+        for (Stream x : b->extra) waits = waits || b->epoch >= frontier(x);
+        if (!waits) continue;
+        out.bytes += b->size;
+        if (out.oldest == nullptr || b->epoch < out.oldest->epoch) out.oldest = b;
+        if (out.newest == nullptr || b->epoch > out.newest->epoch) out.newest = b;
+      }
+    }
+  }
+  return out;
+}
+
+Heap::Block* Heap::wait_for_fenced_free_locked(std::unique_lock<std::mutex>& lock, PoolId pool,
+                                               SizeKind kind, Stream stream,
+                                               std::size_t rounded) {
+  const std::size_t limit = context_.config().fenced_free_limit;
+  for (;;) {
+    const FencedFree f = fenced_free_locked(pool);
+    if (f.bytes == 0) return nullptr;
+    // Fences after the newest such free now, so that a later wait finds one
+    // recorded at about the time of the free it waits for, with the GPU work
+    // queued since still ahead of it (a fence recorded at the wait itself
+    // would empty the GPU's queue).
+    request_fences_locked(f.newest, stream);
+    if (limit == 0 || f.bytes <= limit) return nullptr;
+    // Every other user of the oldest block (`stream` too, if it is one: then
+    // no stream may take it), and its own stream unless that is `stream`.
+    std::vector<Fence> fences;
+    auto add = [&](Stream s) {
+      std::optional<Fence> fence = use_.fence_for(s, f.oldest->epoch);
+      if (!fence) return false;  // capturing: no fence to wait for
+      fences.push_back(std::move(*fence));
+      return true;
+    };
+    bool fenced = f.oldest->stream == stream || add(f.oldest->stream);
+    for (Stream x : f.oldest->extra) fenced = fenced && add(x);
+    if (!fenced) return nullptr;  // map new memory instead
+    ++fenced_free_waits_;
+    lock.unlock();  // other threads allocate and free meanwhile
+    bool waited = true;
+    try {
+      for (const Fence& fence : fences) fence.wait();
+    } catch (const Error& e) {
+      log(LogLevel::warn, "heap: waiting for the work on freed memory failed (mapping new memory "
+          "instead): %s", e.what());
+      waited = false;
+    }
+    lock.lock();
+    if (!waited) return nullptr;
+    refresh_locked();
+    if (Block* b = find_fit_locked(pool, kind, stream, rounded)) return b;
+  }
 }
 
 void* Heap::take_locked(Block* b, std::size_t rounded, std::size_t bytes, Stream stream) {
@@ -1444,10 +1535,34 @@ std::size_t Heap::free_held_locked() const {
   return free_mapped + context_.pool().stats().cached_bytes;
 }
 
+std::size_t Heap::recent_demand() {
+  // The peak since the last tick goes into the current slice; a new slice
+  // starts every kDemandBucketTicks ticks.
+  const std::uint32_t tick = trim_tick_.fetch_add(1, std::memory_order_relaxed) + 1;
+  const std::size_t now_allocated = allocated_.load(std::memory_order_relaxed);
+  const std::size_t peak = std::max(
+      demand_peak_.exchange(now_allocated, std::memory_order_relaxed), now_allocated);
+  std::lock_guard lock(demand_mutex_);
+  if (tick % kDemandBucketTicks == 0) {
+    demand_slot_ = (demand_slot_ + 1) % kDemandBuckets;
+    demand_buckets_[demand_slot_] = 0;
+  }
+  demand_buckets_[demand_slot_] = std::max(demand_buckets_[demand_slot_], peak);
+  return *std::max_element(demand_buckets_.begin(), demand_buckets_.end());
+}
+
 std::size_t Heap::background_trim() {
-  trim_tick_.fetch_add(1, std::memory_order_relaxed);
+  const std::size_t demand = recent_demand();
   std::lock_guard lock(mutex_);
-  if (free_held_locked() <= context_.pool().cache_limit()) {
+  // Held (mapped + cached) beyond the recent peak demand plus the cache
+  // limit goes: the free memory above the limit that the peak would not use.
+  auto excess = [&] {
+    const std::size_t allocated = allocated_.load(std::memory_order_relaxed);
+    const std::size_t held = mapped_bytes_ + context_.pool().stats().cached_bytes;
+    const std::size_t keep = context_.pool().cache_limit() + std::max(demand, allocated);
+    return held > keep ? held - keep : 0;
+  };
+  if (excess() == 0) {
     over_limit_since_.reset();
     return 0;
   }
@@ -1457,16 +1572,15 @@ std::size_t Heap::background_trim() {
   // Only idle memory goes: thread-cache lists left unused for kTrimDelay
   // join the free index; lists in steady reuse stay cached (and mapped).
   flush_idle_caches_locked(kIdleTicks);
-  return trim_locked();
+  const std::size_t budget = excess();
+  if (budget == 0) return 0;
+  refresh_locked();
+  return release_free_chunks_locked(true, budget);
 }
 
 std::size_t Heap::trim_to_limit() {
   std::lock_guard lock(mutex_);
   flush_cache_locked();
-  return trim_locked();
-}
-
-std::size_t Heap::trim_locked() {
   const std::size_t held = free_held_locked();
   const std::size_t limit = context_.pool().cache_limit();
   if (held <= limit) return 0;
@@ -1665,6 +1779,7 @@ AllocatorStats Heap::stats() const {
     s.mapped_bytes = mapped_bytes_;
     s.stitches = stitches_;
     s.ooms = ooms_;
+    s.fenced_free_waits = fenced_free_waits_;
     peak_reserved = peak_reserved_;
   }
   const Reclaimer::Accounting a = context_.reclaimer().accounting();

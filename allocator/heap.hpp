@@ -89,9 +89,11 @@ class Heap {
   // fences are complete while free memory (mapped free + pool cache) is above
   // the pool's cache limit. Returns the bytes handed to the reclaimer.
   std::size_t trim_to_limit();
-  // The reclaimer's periodic task: trim_to_limit() once free memory has
-  // stayed above the limit for a while (see kTrimDelay in heap.cpp).
+  // The reclaimer's periodic task: unmaps free memory above what the recent
+  // peak of allocated bytes (kDemandWindow in heap.cpp) may want again plus
+  // the cache limit, once it has stayed above that for a while (kTrimDelay).
   std::size_t background_trim();
+  static constexpr std::size_t kDemandBuckets = 20;
 
   PoolId create_pool();
   void begin_pool(PoolId pool, Stream stream);
@@ -323,10 +325,28 @@ class Heap {
   // Free memory held: mapped but not allocated (free and cached blocks),
   // plus the pool's cache.
   std::size_t free_held_locked() const;
-  // Unmaps free chunks of the free index (fences complete) while free
-  // memory held is above the pool's cache limit.
-  std::size_t trim_locked();
+  // One background-trim tick: the peak of allocated bytes over the last
+  // kDemandWindow (this tick's included).
+  std::size_t recent_demand();
   void reclaim_for_oom_locked(Stream stream);
+  // Requests (records if none is outstanding) the fences that tell when the
+  // users of free block `b` other than `stream` are done with it.
+  void request_fences_locked(const Block* b, Stream stream);
+  // Free memory of `pool` that no stream may take yet: blocks whose other
+  // users' (Block::extra) work is not known to be done.
+  struct FencedFree {
+    std::size_t bytes = 0;
+    const Block* oldest = nullptr;  // lowest epoch
+    const Block* newest = nullptr;
+  };
+  FencedFree fenced_free_locked(PoolId pool);
+  // While fenced free memory is above Config::fenced_free_limit, waits for
+  // the users of its oldest block (`lock` released meanwhile) and looks for a
+  // fit again; nullptr once at or under the limit (or if a wait is not
+  // possible): the caller maps new memory. Records the fences a later wait
+  // needs in any case.
+  Block* wait_for_fenced_free_locked(std::unique_lock<std::mutex>& lock, PoolId pool,
+                                     SizeKind kind, Stream stream, std::size_t rounded);
   std::string oom_message_locked(std::size_t bytes, std::size_t rounded, PoolId pool,
                                  const std::string& cause);
   void migrate_pool_locked(PoolId pool);
@@ -350,6 +370,7 @@ class Heap {
   std::size_t mapped_bytes_ = 0;  // unique chunks mapped in segments
   std::uint64_t stitches_ = 0;
   std::uint64_t ooms_ = 0;
+  std::uint64_t fenced_free_waits_ = 0;
   std::size_t peak_reserved_ = 0;
   std::uint64_t frontier_sum_ = 0;           // refresh_locked's last look
   std::unordered_map<Block*, Burial> dead_;  // dead placeholders
@@ -363,6 +384,12 @@ class Heap {
   std::uint64_t detached_hits_ = 0;  // hits counted by caches handed back (caches_mutex_)
   // The background trim's clock: one tick per run (kTrimInterval).
   std::atomic<std::uint32_t> trim_tick_{0};
+  // Demand: the peak of allocated bytes since the last trim tick, and the
+  // peaks of the window's slices (demand_mutex_, a leaf lock).
+  std::atomic<std::size_t> demand_peak_{0};
+  std::mutex demand_mutex_;
+  std::array<std::size_t, kDemandBuckets> demand_buckets_{};
+  std::size_t demand_slot_ = 0;
 
   mutable std::array<PtrShard, kPtrShards> ptrs_;
 

@@ -63,6 +63,7 @@ constexpr CounterField kCounters[] = {
     {"vmmalloc.cached_bytes", &AllocatorStats::cached_bytes},
     {"vmmalloc.pending_bytes", &AllocatorStats::pending_bytes},
     {"vmmalloc.stitches", &AllocatorStats::stitches},
+    {"vmmalloc.fenced_free_waits", &AllocatorStats::fenced_free_waits},
 };
 
 std::string read_file(const char* path) {

@@ -117,17 +117,21 @@ def worker(system: str, sizes: list[int], work_ms: float, device: int) -> dict:
     baseline = meter.used()
     peak = baseline
 
-    def resize(buf, n):
+    held = [None]  # the buffer's only reference, so that the del below frees it
+
+    def resize(n):
         if system == "vmmalloc-workspace":
             workspace.grow(n)
-            return workspace.tensor((n,), torch.uint8)
-        del buf
+            held[0] = workspace.tensor((n,), torch.uint8)
+            return
+        held[0] = None  # del: the old buffer is freed before the new one is made
         if system == "torch-empty-cache":
             torch.cuda.empty_cache()
-        return torch.empty(n, dtype=torch.uint8, device=dev)
+        held[0] = torch.empty(n, dtype=torch.uint8, device=dev)
 
     t0 = time.perf_counter()
-    buf = resize(None, sizes[0])
+    resize(sizes[0])
+    buf = held[0]
     first_ms = (time.perf_counter() - t0) * 1e3
     buf.fill_(1)
     torch.cuda.synchronize()
@@ -144,9 +148,11 @@ def worker(system: str, sizes: list[int], work_ms: float, device: int) -> dict:
         torch.cuda._sleep(spin_cycles)
         buf[:1].add_(1)              # ... before and after the spin
         queued.record(stream)
+        del buf
         t0 = time.perf_counter()
-        buf = resize(buf, n)
+        resize(n)
         resize_ms.append((time.perf_counter() - t0) * 1e3)
+        buf = held[0]
         waited.append(bool(queued.query()))
         peak = max(peak, meter.used())
         addresses.add(buf.data_ptr())

@@ -97,11 +97,12 @@ void write_report(const InterposerReport& r, const Config& config) noexcept {
       std::snprintf(buf, sizeof buf,
                     "device %d (%s, %s): peak in use %s, peak held %s (%.3fx), held now %s; "
                     "%" PRIu64 " chunks created, %" PRIu64 " released, %" PRIu64 " stitches, "
-                    "%" PRIu64 " out-of-memory errors",
+                    "%" PRIu64 " out-of-memory errors, %" PRIu64 " waits for the GPU "
+                    "(fenced_free_limit)",
                     d, backend, state_name(state), human_bytes(s.peak_allocated_bytes).c_str(),
                     human_bytes(s.peak_reserved_bytes).c_str(), ratio,
                     human_bytes(s.reserved_bytes).c_str(), s.chunk_creates, s.chunk_releases,
-                    s.stitches, s.ooms);
+                    s.stitches, s.ooms, s.fenced_free_waits);
       line(buf);
     }
     std::snprintf(buf, sizeof buf,

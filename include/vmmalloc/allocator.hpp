@@ -50,6 +50,8 @@ struct AllocatorStats {
   std::uint64_t chunk_creates = 0;       // physical handles created
   std::uint64_t chunk_releases = 0;
   std::uint64_t ooms = 0;                // allocations that failed out of memory
+  std::uint64_t fenced_free_waits = 0;   // waits for other streams' work instead of mapping
+                                         // (Config::fenced_free_limit)
 };
 
 using PoolId = std::uint64_t;  // a graph pool; 0 is never a valid id
@@ -124,9 +126,10 @@ class VMM_API Allocator {
   // Unmaps free chunks whose fences have completed while the free memory held
   // (free blocks, every thread's cached blocks included, plus the pool's
   // cache) is above the pool's cache limit (missing fences are recorded for
-  // a later round). The reclaimer's thread does this on its own once free
-  // memory has stayed above the limit for half a second, taking from the
-  // threads' caches only what they left unused for half a second. Returns
+  // a later round). The reclaimer's thread trims on its own, down to the peak
+  // of bytes allocated over the last 5 s plus the limit, once the memory held
+  // has stayed above that for half a second, taking from the threads' caches
+  // only what they left unused for half a second. Returns
   // the bytes queued for unmapping. Waits for nothing.
   std::size_t trim_to_limit();
 

@@ -35,6 +35,11 @@ struct VMM_API Config {
   // [pool_cache_limit] Free physical chunks kept cached (not released to the
   // device), bytes.
   std::size_t pool_cache_limit = std::size_t{1} << 30;
+  // [fenced_free_limit] Free memory that no stream may take yet (it waits
+  // for fences on other streams that used it), bytes: above it, an
+  // allocation that would map new memory waits for the oldest of that work
+  // instead (without the heap lock). 0: never wait.
+  std::size_t fenced_free_limit = std::size_t{1} << 30;
   // [memory_cap] Cap on physical memory created: bytes (memory_cap_bytes, 0
   // or at least 2 MiB) or a fraction of the device's total memory
   // (memory_cap_fraction, 0 < f <= 1). At most one is non-zero; both 0

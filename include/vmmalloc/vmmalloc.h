@@ -149,6 +149,8 @@ typedef struct vmm_allocator_stats {
   uint64_t chunk_creates;      /* physical handles created */
   uint64_t chunk_releases;
   uint64_t ooms;               /* allocations that failed out of memory */
+  uint64_t fenced_free_waits;  /* waits for other streams' work instead of mapping
+                                  (fenced_free_limit) */
 } vmm_allocator_stats;
 
 VMM_API vmm_status vmm_get_allocator_stats(int device, vmm_allocator_stats* stats);

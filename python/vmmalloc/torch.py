@@ -173,7 +173,8 @@ def memory_stats(device: Any = None) -> dict[str, int]:
     docs/pytorch.md): allocated_bytes, peak_allocated_bytes, requested_bytes,
     peak_requested_bytes, reserved_bytes, peak_reserved_bytes, mapped_bytes,
     cached_bytes, pending_bytes, inactive_split_bytes, active_blocks,
-    allocations, frees, stitches, chunk_creates, chunk_releases, ooms; and
+    allocations, frees, stitches, chunk_creates, chunk_releases, ooms,
+    fenced_free_waits; and
     those of the live ``Workspace`` objects made here: workspaces,
     workspace_bytes, workspace_mapped_bytes.
     """

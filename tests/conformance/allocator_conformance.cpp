@@ -313,6 +313,73 @@ TEMPLATE_TEST_CASE("allocator: record_stream is honoured", "[conformance][alloca
   CHECK(h.destroy_context_and_check_no_leak());
 }
 
+TEMPLATE_TEST_CASE("allocator: fenced free memory is reused once done and bounded by "
+                   "fenced_free_limit",
+                   "[conformance][allocator][streams]", VMM_FIXTURES) {
+  constexpr std::size_t kBlock = 8 * MiB;
+  constexpr int kRounds = 10;
+  // Each round: a block of A's is used on B (record_stream) behind a busy
+  // spell of B's, then freed: no stream may take it until B gets there.
+  auto run = [&](std::size_t limit, std::uint64_t* waits, std::size_t* mapped_growth) {
+    Config c = test_config();
+    c.fenced_free_limit = limit;
+    Harness h(TestType::make(), c);
+    {
+      Allocator a(h.context());
+      Stream A = h.stream();
+      Stream B = h.device().create_stream();
+      // A block used on B is reusable on A once B's work is done, without
+      // waiting for the background trim: the first miss asks for B's fence.
+      void* p = a.allocate(kBlock, A);
+      a.record_stream(p, B);
+      h.device().block(B, 200);
+      a.deallocate(p);
+      void* q1 = a.allocate(kBlock, A);  // B is busy: new memory
+      CHECK(q1 != p);
+      h.device().synchronize(B);
+      const auto creates = a.stats().chunk_creates;
+      void* q2 = a.allocate(kBlock, A);
+      CHECK(q2 == p);
+      CHECK(a.stats().chunk_creates == creates);
+      a.deallocate(q1);
+      a.deallocate(q2);
+
+      const std::size_t mapped0 = a.stats().mapped_bytes;
+      std::vector<void*> taken;
+      for (int i = 0; i < kRounds; ++i) {
+        void* b = a.allocate(kBlock, A);
+        h.device().fill(A, b, kBlock, static_cast<std::uint8_t>(0x10 + i));
+        a.record_stream(b, B);
+        h.device().block(B, 60);
+        h.device().fill(B, b, kBlock, static_cast<std::uint8_t>(0x80 + i));
+        h.device().verify(B, b, kBlock, static_cast<std::uint8_t>(0x80 + i));
+        a.deallocate(b);
+      }
+      // Whatever was handed out after a wait held only B's finished work:
+      // B's checks above all passed.
+      CHECK(h.device().mismatches(B) == 0);
+      *mapped_growth = a.stats().mapped_bytes - mapped0;
+      *waits = a.stats().fenced_free_waits;
+      h.device().synchronize(A);
+      a.release_stream(B);
+      h.device().destroy_stream(B);
+      check_heap_accounting(h, a);
+    }
+    CHECK(h.destroy_context_and_check_no_leak());
+  };
+  std::uint64_t waits = 0;
+  std::size_t growth = 0;
+  run(16 * MiB, &waits, &growth);
+  INFO("limit 16 MiB: " << waits << " waits, " << growth / MiB << " MiB mapped");
+  CHECK(waits >= 1);
+  // At most the limit, the block over it and the one being allocated.
+  CHECK(growth <= 16 * MiB + 2 * kBlock);
+  run(0, &waits, &growth);
+  INFO("limit 0: " << waits << " waits, " << growth / MiB << " MiB mapped");
+  CHECK(waits == 0);
+  CHECK(growth >= (kRounds - 2) * kBlock);  // mapped instead of waiting
+}
+
 TEMPLATE_TEST_CASE("allocator: graph pools keep their memory private",
                    "[conformance][allocator][pools]", VMM_FIXTURES) {
   Harness h(TestType::make());

@@ -162,6 +162,7 @@ TEST_CASE("config: defaults", "[config]") {
   CHECK(c.chunk_sizes.size() == 10);
   CHECK(Config::default_chunk_sizes() == chunks);
   CHECK(c.pool_cache_limit == GiB);
+  CHECK(c.fenced_free_limit == GiB);
   CHECK(c.memory_cap_bytes == 0);
   CHECK(c.memory_cap_fraction == 0.0);
   CHECK(c.va_reservation_size == kDefaultReservation);
@@ -176,7 +177,7 @@ TEST_CASE("config: defaults", "[config]") {
 
   CHECK(c.to_string() ==
         std::string("chunk_sizes:2M+4M+8M+16M+32M+64M+128M+256M+512M+1G,pool_cache_limit:1G,"
-                    "memory_cap:0,va_reservation_size:") +
+                    "fenced_free_limit:1G,memory_cap:0,va_reservation_size:") +
             kDefaultReservationText +
             ",va_reservation_factor:4,log_level:warn,backend:auto,host_device_memory:16G"
             ",peer_access:none"
@@ -196,7 +197,8 @@ TEST_CASE("config: empty strings and empty segments give the defaults", "[config
 TEST_CASE("config: the option table", "[config]") {
   const auto options = vmm::config_options();
   const std::vector<std::string> expected{
-      "chunk_sizes",           "pool_cache_limit", "memory_cap", "va_reservation_size",
+      "chunk_sizes",           "pool_cache_limit", "fenced_free_limit", "memory_cap",
+      "va_reservation_size",
       "va_reservation_factor", "log_level",        "backend",    "host_device_memory",
       "peer_access",           "live_socket",      "live_socket_dir", "snapshot_at_exit",
       "snapshot_on_oom",       "allocation_events", "event_ring_size", "print_stats",
@@ -299,6 +301,16 @@ TEST_CASE("config: pool_cache_limit", "[config]") {
     check_bad_value("pool_cache_limit", bad, expected);
   }
   check_bad_value("pool_cache_limit", "99999999999T", expected, "does not fit in 64 bits");
+}
+
+TEST_CASE("config: fenced_free_limit", "[config]") {
+  CHECK(Config::parse("fenced_free_limit:0").fenced_free_limit == 0);
+  CHECK(Config::parse("fenced_free_limit:256M").fenced_free_limit == 256 * MiB);
+  CHECK(Config::parse("fenced_free_limit:4G").fenced_free_limit == 4 * GiB);
+  const std::string_view expected = "a size like 256M or 1G (0: never wait)";
+  for (const char* bad : {"", "abc", "-1", "0.5G", "off"}) {
+    check_bad_value("fenced_free_limit", bad, expected);
+  }
 }
 
 TEST_CASE("config: va_reservation_size", "[config]") {
@@ -436,14 +448,14 @@ TEST_CASE("config: unknown keys list the valid keys", "[config]") {
   CHECK(parse_error("foo").key == "foo");
   CHECK(parse_error(":5").key == "");
   CHECK(parse_error(":5").message.rfind("VMMALLOC_CONF: unknown option \"\"; valid options: "
-                                        "chunk_sizes, pool_cache_limit, memory_cap, ",
+                                        "chunk_sizes, pool_cache_limit, fenced_free_limit, memory_cap, ",
                                         0) == 0);
 
   Config c;
   const Caught s = config_error([&] { c.set("nope", "1"); });
   CHECK(s.key == "nope");
   CHECK(contains(s.message,
-                 "valid options: chunk_sizes, pool_cache_limit, memory_cap, "
+                 "valid options: chunk_sizes, pool_cache_limit, fenced_free_limit, memory_cap, "
                  "va_reservation_size, va_reservation_factor, log_level, backend, "
                  "host_device_memory, peer_access"));
 }

@@ -88,6 +88,7 @@ py::dict stats_dict(const vmm::AllocatorStats& s) {
   d["chunk_creates"] = s.chunk_creates;
   d["chunk_releases"] = s.chunk_releases;
   d["ooms"] = s.ooms;
+  d["fenced_free_waits"] = s.fenced_free_waits;
   return d;
 }
 
