@@ -495,6 +495,7 @@ void Heap::release_stream(Stream stream) {
 
 void* Heap::allocate_slow(std::size_t bytes, std::size_t rounded, Stream stream) {
   std::unique_lock lock(mutex_);
+  const std::uint64_t entry_epoch = use_.now();  // fences recorded from here on are this call's
   use_.revive(stream);  // allocating on it: the handle is (again) a live stream
   const PoolId pool = pool_for_locked(stream);
   const SizeKind kind = size_kind(rounded);
@@ -515,7 +516,7 @@ void* Heap::allocate_slow(std::size_t bytes, std::size_t rounded, Stream stream)
   }
   // Before mapping more: free memory waiting for other streams' work beyond
   // fenced_free_limit is waited for instead (the oldest of it first).
-  if (Block* b = wait_for_fenced_free_locked(lock, pool, kind, stream, rounded)) {
+  if (Block* b = wait_for_fenced_free_locked(lock, pool, kind, stream, rounded, entry_epoch)) {
     return take_locked(b, rounded, bytes, stream);
   }
   std::string cause;
@@ -793,17 +794,25 @@ Heap::FencedFree Heap::fenced_free_locked(PoolId pool) {
 
 Heap::Block* Heap::wait_for_fenced_free_locked(std::unique_lock<std::mutex>& lock, PoolId pool,
                                                SizeKind kind, Stream stream,
-                                               std::size_t rounded) {
+                                               std::size_t rounded, std::uint64_t entry_epoch) {
   const std::size_t limit = context_.config().fenced_free_limit;
   for (;;) {
     const FencedFree f = fenced_free_locked(pool);
     if (f.bytes == 0) return nullptr;
+    // Only a fence recorded before this call is waited for: one recorded now
+    // would wait for everything queued so far, leaving the GPU idle until
+    // the program queues more. Then this allocation maps, and a later one
+    // waits.
+    bool recorded_before = f.oldest->stream == stream ||
+                           use_.covered(f.oldest->stream, f.oldest->epoch, entry_epoch);
+    for (Stream x : f.oldest->extra) {
+      recorded_before = recorded_before && use_.covered(x, f.oldest->epoch, entry_epoch);
+    }
     // Fences after the newest such free now, so that a later wait finds one
     // recorded at about the time of the free it waits for, with the GPU work
-    // queued since still ahead of it (a fence recorded at the wait itself
-    // would empty the GPU's queue).
+    // queued since still ahead of it.
     request_fences_locked(f.newest, stream);
-    if (limit == 0 || f.bytes <= limit) return nullptr;
+    if (limit == 0 || f.bytes <= limit || !recorded_before) return nullptr;
     // Every other user of the oldest block (`stream` too, if it is one: then
     // no stream may take it), and its own stream unless that is `stream`.
     std::vector<Fence> fences;

@@ -342,11 +342,14 @@ class Heap {
   FencedFree fenced_free_locked(PoolId pool);
   // While fenced free memory is above Config::fenced_free_limit, waits for
   // the users of its oldest block (`lock` released meanwhile) and looks for a
-  // fit again; nullptr once at or under the limit (or if a wait is not
-  // possible): the caller maps new memory. Records the fences a later wait
-  // needs in any case.
+  // fit again; nullptr once at or under the limit, or if the oldest block's
+  // fences were not recorded before this call (waiting for a fence recorded
+  // now would drain the GPU's queue), or if no wait is possible: the caller
+  // maps new memory. Records the fences a later wait needs in any case.
+  // `entry_epoch`: StreamUse::now() when the allocation took the lock.
   Block* wait_for_fenced_free_locked(std::unique_lock<std::mutex>& lock, PoolId pool,
-                                     SizeKind kind, Stream stream, std::size_t rounded);
+                                     SizeKind kind, Stream stream, std::size_t rounded,
+                                     std::uint64_t entry_epoch);
   std::string oom_message_locked(std::size_t bytes, std::size_t rounded, PoolId pool,
                                  const std::string& cause);
   void migrate_pool_locked(PoolId pool);

@@ -85,6 +85,15 @@ bool StreamUse::request(Stream stream, std::uint64_t epoch) {
   return false;
 }
 
+bool StreamUse::covered(Stream stream, std::uint64_t epoch, std::uint64_t by) {
+  PerStream& s = advance(stream);
+  if (epoch < s.complete) return true;
+  for (const auto& [e, f] : s.pending) {
+    if (e > epoch) return e <= by;  // the oldest fence covering it
+  }
+  return false;
+}
+
 std::optional<Fence> StreamUse::fence_for(Stream stream, std::uint64_t epoch) {
   PerStream& s = advance(stream);
   if (epoch < s.complete) return Fence{};

@@ -48,6 +48,9 @@ class StreamUse {
   // outstanding): an empty Fence if the work is already done, nullopt if the
   // stream is capturing or the fence could not be recorded.
   std::optional<Fence> fence_for(Stream stream, std::uint64_t epoch);
+  // True if the work before a free stamped `epoch` is done or a fence
+  // recorded while now() was at most `by` covers it. Never records.
+  bool covered(Stream stream, std::uint64_t epoch, std::uint64_t by);
   // Waits for a fence covering `epoch` (recording one if needed). False if
   // none can be recorded (capturing stream) or the wait failed.
   bool wait(Stream stream, std::uint64_t epoch);

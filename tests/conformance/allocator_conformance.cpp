@@ -380,6 +380,44 @@ TEMPLATE_TEST_CASE("allocator: fenced free memory is reused once done and bounde
   CHECK(growth >= (kRounds - 2) * kBlock);  // mapped instead of waiting
 }
 
+TEMPLATE_TEST_CASE("allocator: a fenced-free wait never waits for a fence recorded by the same "
+                   "allocation",
+                   "[conformance][allocator][streams]", VMM_FIXTURES) {
+  Config c = test_config();
+  c.fenced_free_limit = 16 * MiB;
+  Harness h(TestType::make(), c);
+  {
+    Allocator a(h.context());
+    Stream A = h.stream();
+    Stream B = h.device().create_stream();
+    // Three blocks used on a busy B, freed with no allocation in between:
+    // 24 MiB waits for B, and no fence on B covers any of it yet.
+    std::vector<void*> used;
+    for (int i = 0; i < 3; ++i) used.push_back(a.allocate(8 * MiB, A));
+    h.device().block(B, 300);
+    for (void* p : used) {
+      a.record_stream(p, B);
+      h.device().fill(B, p, 8 * MiB, 0x5a);
+    }
+    for (void* p : used) a.deallocate(p);
+    // Over the limit, but waiting now would wait for all of B's queue: this
+    // allocation maps new memory and records the fence...
+    void* first = a.allocate(8 * MiB, A);
+    CHECK(a.stats().fenced_free_waits == 0);
+    // ...that the next one waits for.
+    void* second = a.allocate(8 * MiB, A);
+    CHECK(a.stats().fenced_free_waits == 1);
+    CHECK(std::find(used.begin(), used.end(), second) != used.end());
+    a.deallocate(first);
+    a.deallocate(second);
+    h.device().synchronize(B);
+    a.release_stream(B);
+    h.device().destroy_stream(B);
+    check_heap_accounting(h, a);
+  }
+  CHECK(h.destroy_context_and_check_no_leak());
+}
+
 TEMPLATE_TEST_CASE("allocator: graph pools keep their memory private",
                    "[conformance][allocator][pools]", VMM_FIXTURES) {
   Harness h(TestType::make());
