@@ -15,6 +15,7 @@
 #   replay       bench/replay.py over every trace
 #   growth       bench/workspace_growth
 #   torch        scripts/gpu_torch.sh (tests, both benchmarks, pip check)
+#   torch-bench  scripts/gpu_torch.sh, the two benchmarks only (~4.5 min)
 #   preload-bench  bench/preload.py (PyTorch under the interposer)
 #   multi        scripts/gpu_multi.sh (needs 2 GPUs)
 #   ddp          bench/ddp_train.py (needs 2 GPUs)
@@ -71,6 +72,9 @@ for stage in "$@"; do
         cp bench/results/workspace_growth.json "$OUT/"' ;;
     torch)
       run_stage torch bash -c 'scripts/gpu_torch.sh "$COMMIT"; rc=$?;
+        cp bench/results/torch_workspace.json bench/results/torch_train.json "$OUT/" 2>/dev/null; exit $rc' ;;
+    torch-bench)
+      run_stage torch-bench bash -c 'scripts/gpu_torch.sh "$COMMIT" bench-workspace bench-train; rc=$?;
         cp bench/results/torch_workspace.json bench/results/torch_train.json "$OUT/" 2>/dev/null; exit $rc' ;;
     preload-bench)
       run_stage preload-bench bash -c 'cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo \
