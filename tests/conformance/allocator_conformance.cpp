@@ -345,18 +345,18 @@ TEMPLATE_TEST_CASE("allocator: fenced free memory is reused once done and bounde
       a.deallocate(q2);
 
       const std::size_t mapped0 = a.stats().mapped_bytes;
-      std::vector<void*> taken;
       for (int i = 0; i < kRounds; ++i) {
         void* b = a.allocate(kBlock, A);
+        // A writes what it was handed (done before B uses it: the test's own
+        // order); a block handed out while B still uses it breaks B's check.
         h.device().fill(A, b, kBlock, static_cast<std::uint8_t>(0x10 + i));
+        h.device().synchronize(A);
         a.record_stream(b, B);
         h.device().block(B, 60);
         h.device().fill(B, b, kBlock, static_cast<std::uint8_t>(0x80 + i));
         h.device().verify(B, b, kBlock, static_cast<std::uint8_t>(0x80 + i));
         a.deallocate(b);
       }
-      // Whatever was handed out after a wait held only B's finished work:
-      // B's checks above all passed.
       CHECK(h.device().mismatches(B) == 0);
       *mapped_growth = a.stats().mapped_bytes - mapped0;
       *waits = a.stats().fenced_free_waits;
