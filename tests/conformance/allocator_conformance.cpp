@@ -318,8 +318,9 @@ TEMPLATE_TEST_CASE("allocator: fenced free memory is reused once done and bounde
                    "[conformance][allocator][streams]", VMM_FIXTURES) {
   constexpr std::size_t kBlock = 8 * MiB;
   constexpr int kRounds = 10;
-  // Each round: a block of A's is used on B (record_stream) behind a busy
-  // spell of B's, then freed: no stream may take it until B gets there.
+  // Each round: a block of A's is used on B (record_stream), behind a long
+  // busy spell of B's queued first, then freed: no stream may take it until
+  // B gets there.
   auto run = [&](std::size_t limit, std::uint64_t* waits, std::size_t* mapped_growth) {
     Config c = test_config();
     c.fenced_free_limit = limit;
@@ -345,6 +346,7 @@ TEMPLATE_TEST_CASE("allocator: fenced free memory is reused once done and bounde
       a.deallocate(q2);
 
       const std::size_t mapped0 = a.stats().mapped_bytes;
+      h.device().block(B, 1500);
       for (int i = 0; i < kRounds; ++i) {
         void* b = a.allocate(kBlock, A);
         // A writes what it was handed (done before B uses it: the test's own
@@ -352,7 +354,6 @@ TEMPLATE_TEST_CASE("allocator: fenced free memory is reused once done and bounde
         h.device().fill(A, b, kBlock, static_cast<std::uint8_t>(0x10 + i));
         h.device().synchronize(A);
         a.record_stream(b, B);
-        h.device().block(B, 60);
         h.device().fill(B, b, kBlock, static_cast<std::uint8_t>(0x80 + i));
         h.device().verify(B, b, kBlock, static_cast<std::uint8_t>(0x80 + i));
         a.deallocate(b);
@@ -377,7 +378,7 @@ TEMPLATE_TEST_CASE("allocator: fenced free memory is reused once done and bounde
   run(0, &waits, &growth);
   INFO("limit 0: " << waits << " waits, " << growth / MiB << " MiB mapped");
   CHECK(waits == 0);
-  CHECK(growth >= (kRounds - 2) * kBlock);  // mapped instead of waiting
+  CHECK(growth > 16 * MiB + 2 * kBlock);  // mapped instead of waiting
 }
 
 TEMPLATE_TEST_CASE("allocator: a fenced-free wait never waits for a fence recorded by the same "
