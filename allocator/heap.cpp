@@ -53,10 +53,8 @@ constexpr auto kTrimDelay = std::chrono::milliseconds(500);
 // at over the last kDemandWindow, plus the cache limit: a workload that
 // repeats (training steps) keeps its memory mapped from one repetition to
 // the next instead of unmapping and recreating it every time. Kept as the
-// peaks of kDemandBuckets slices of the window.
+// peaks of Heap::kDemandBuckets slices of the window.
 constexpr auto kDemandWindow = std::chrono::seconds(5);
-constexpr std::uint32_t kDemandBucketTicks =
-    static_cast<std::uint32_t>(kDemandWindow / kTrimInterval / Heap::kDemandBuckets);
 // kTrimDelay in ticks of the background trim (one per kTrimInterval): a
 // thread cache's list unused this long is idle.
 constexpr std::uint32_t kIdleTicks = static_cast<std::uint32_t>(kTrimDelay / kTrimInterval);
@@ -1547,6 +1545,8 @@ std::size_t Heap::free_held_locked() const {
 std::size_t Heap::recent_demand() {
   // The peak since the last tick goes into the current slice; a new slice
   // starts every kDemandBucketTicks ticks.
+  constexpr auto kDemandBucketTicks =
+      static_cast<std::uint32_t>(kDemandWindow / kTrimInterval / kDemandBuckets);
   const std::uint32_t tick = trim_tick_.fetch_add(1, std::memory_order_relaxed) + 1;
   const std::size_t now_allocated = allocated_.load(std::memory_order_relaxed);
   const std::size_t peak = std::max(

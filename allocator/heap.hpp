@@ -93,7 +93,6 @@ class Heap {
   // peak of allocated bytes (kDemandWindow in heap.cpp) may want again plus
   // the cache limit, once it has stayed above that for a while (kTrimDelay).
   std::size_t background_trim();
-  static constexpr std::size_t kDemandBuckets = 20;
 
   PoolId create_pool();
   void begin_pool(PoolId pool, Stream stream);
@@ -389,6 +388,7 @@ class Heap {
   std::atomic<std::uint32_t> trim_tick_{0};
   // Demand: the peak of allocated bytes since the last trim tick, and the
   // peaks of the window's slices (demand_mutex_, a leaf lock).
+  static constexpr std::size_t kDemandBuckets = 20;
   std::atomic<std::size_t> demand_peak_{0};
   std::mutex demand_mutex_;
   std::array<std::size_t, kDemandBuckets> demand_buckets_{};

@@ -22,9 +22,10 @@ StreamUse::PerStream& StreamUse::advance(Stream stream) {
   return s;
 }
 
-const Fence* StreamUse::outstanding(PerStream& s, std::uint64_t epoch) const {
-  for (const auto& [e, f] : s.pending) {
-    if (e > epoch) return &f;
+const std::pair<std::uint64_t, Fence>* StreamUse::outstanding(PerStream& s,
+                                                              std::uint64_t epoch) const {
+  for (const auto& entry : s.pending) {
+    if (entry.first > epoch) return &entry;
   }
   return nullptr;
 }
@@ -88,17 +89,15 @@ bool StreamUse::request(Stream stream, std::uint64_t epoch) {
 bool StreamUse::covered(Stream stream, std::uint64_t epoch, std::uint64_t by) {
   PerStream& s = advance(stream);
   if (epoch < s.complete) return true;
-  for (const auto& [e, f] : s.pending) {
-    if (e > epoch) return e <= by;  // the oldest fence covering it
-  }
-  return false;
+  const auto* fence = outstanding(s, epoch);
+  return fence != nullptr && fence->first <= by;
 }
 
 std::optional<Fence> StreamUse::fence_for(Stream stream, std::uint64_t epoch) {
   PerStream& s = advance(stream);
   if (epoch < s.complete) return Fence{};
-  const Fence* f = outstanding(s, epoch);
-  if (f == nullptr) f = record(stream, s);
+  const auto* pending = outstanding(s, epoch);
+  const Fence* f = pending != nullptr ? &pending->second : record(stream, s);
   if (f == nullptr) return std::nullopt;
   return *f;
 }

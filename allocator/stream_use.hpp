@@ -78,7 +78,8 @@ class StreamUse {
     bool retired = false;        // never record on it again (see retire)
   };
   PerStream& advance(Stream stream);
-  const Fence* outstanding(PerStream& s, std::uint64_t epoch) const;
+  // The oldest pending (epoch, fence) covering `epoch`, or null.
+  const std::pair<std::uint64_t, Fence>* outstanding(PerStream& s, std::uint64_t epoch) const;
   const Fence* record(Stream stream, PerStream& s);
 
   Backend& backend_;
