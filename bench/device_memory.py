@@ -76,13 +76,15 @@ class DeviceMemory:
 class Sampler:
     """device_memory.py --sample in a child process."""
 
-    def __init__(self, device: int = 0) -> None:
+    def __init__(self, device: int = 0, hz: float = 0) -> None:
         self.device = device
+        self.hz = hz
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen([sys.executable, str(pathlib.Path(__file__).resolve()), "--sample",
-                                      str(self.device)], stdout=subprocess.PIPE, text=True)
+                                      str(self.device), "--hz", str(self.hz)], stdout=subprocess.PIPE,
+                                     text=True)
         line = self.proc.stdout.readline().strip()
         if line != "ready":
             self.proc.kill()
@@ -97,8 +99,9 @@ class Sampler:
         return int(data["max_used"]), int(data["samples"]), float(data["seconds"])
 
 
-def _sample(device: int) -> int:
+def _sample(device: int, hz: float) -> int:
     meter = DeviceMemory(device)
+    period = 1.0 / hz if hz > 0 else 0.0
     stop = False
 
     def on_term(signum, frame):
@@ -111,12 +114,20 @@ def _sample(device: int) -> int:
     used = meter.used
     t0 = time.perf_counter()
     print("ready", flush=True)
+    next_t = t0
     while not stop:
         u = used()
         samples += 1
         if u > peak:
             peak = u
-        if samples % 8 == 0:
+        if period:
+            next_t += period
+            delay = next_t - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_t = time.perf_counter()
+        elif samples % 8 == 0:
             time.sleep(0.0001)  # leave the CPU some room; still several kHz
     print(json.dumps({"max_used": peak, "samples": samples, "seconds": time.perf_counter() - t0}),
           flush=True)
@@ -126,4 +137,6 @@ def _sample(device: int) -> int:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sample", type=int, metavar="DEVICE", required=True)
-    sys.exit(_sample(ap.parse_args().sample))
+    ap.add_argument("--hz", type=float, default=0, help="readings per second (0: as fast as it goes)")
+    a = ap.parse_args()
+    sys.exit(_sample(a.sample, a.hz))

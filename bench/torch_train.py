@@ -99,11 +99,23 @@ def training_step(model, opt, gen, dev):
 # ------------------------------------------------------------------ worker
 
 
-def worker(system: str, warmup: int, steps: int, seed: int, device: int) -> dict:
+def counters(system: str, device: int) -> dict[str, int]:
+    """vmmalloc's driver-facing counters (vmmalloc runs only; else empty)."""
+    if system != "vmmalloc":
+        return {}
+    import vmmalloc.torch as vt
+
+    st = vt.memory_stats(device)
+    return {k: st[k] for k in ("allocations", "stitches", "chunk_creates", "chunk_releases",
+                               "fenced_free_waits")}
+
+
+def worker(system: str, warmup: int, steps: int, seed: int, device: int, sample_hz: float = 0,
+           step_times: bool = False) -> dict:
     sys.path.insert(0, str(ROOT / "bench"))
     from device_memory import DeviceMemory, Sampler
 
-    sampler = Sampler(device)
+    sampler = Sampler(device, sample_hz)
     sampler.start()
     import torch
 
@@ -138,15 +150,33 @@ def worker(system: str, warmup: int, steps: int, seed: int, device: int) -> dict
         step(batch, seq)
         peak = max(peak, meter.used())
     torch.cuda.synchronize()
+    before = counters(system, device)
     tokens = 0
     losses = []
+    marks = []
     t0 = time.perf_counter()
     for batch, seq in plan[warmup:]:
+        if step_times:
+            marks.append((torch.cuda.Event(enable_timing=True), time.perf_counter()))
+            marks[-1][0].record()
         losses.append(step(batch, seq))
         tokens += batch * seq
         peak = max(peak, meter.used())
+    if step_times:
+        marks.append((torch.cuda.Event(enable_timing=True), time.perf_counter()))
+        marks[-1][0].record()
     torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
+    after = counters(system, device)
+    if before:
+        print(f"torch_train: {system}: counters over the timed steps: "
+              + ", ".join(f"{k} +{after[k] - before[k]}" for k in before), file=sys.stderr, flush=True)
+    if step_times:
+        for i, (batch, seq) in enumerate(plan[warmup:]):
+            gpu_ms = marks[i][0].elapsed_time(marks[i + 1][0])
+            host_ms = (marks[i + 1][1] - marks[i][1]) * 1e3
+            print(f"torch_train: {system}: step {i} batch {batch} seq {seq}: gpu {gpu_ms:.2f} ms, "
+                  f"host {host_ms:.2f} ms", file=sys.stderr, flush=True)
     peak = max(peak, meter.used())
     sampled_peak, samples, seconds = sampler.stop()
     peak = max(peak, sampled_peak)
@@ -213,6 +243,12 @@ def main(bench: str = "torch_train", description: str | None = None) -> int:
     ap.add_argument("--preload-lib", type=pathlib.Path, default=PRELOAD_LIB,
                     help="libvmmalloc_preload.so for vmmalloc-preload")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per run")
+    ap.add_argument("--sample-hz", type=float, default=0,
+                    help="memory sampler readings per second (0: as fast as it goes)")
+    ap.add_argument("--step-times", action="store_true",
+                    help="print each timed step's GPU time (events between steps) and host time")
+    ap.add_argument("--vmmalloc-conf", default=None,
+                    help="VMMALLOC_CONF for the vmmalloc and vmmalloc-preload runs (trying settings)")
     args = ap.parse_args()
     if args.runs < 3:
         ap.error("--runs must be at least 3 (BENCH.md: the median of at least 3 runs)")
@@ -220,7 +256,8 @@ def main(bench: str = "torch_train", description: str | None = None) -> int:
         ap.error("--warmup and --steps must be >= 1")
 
     if args.worker:
-        print(json.dumps(worker(args.worker, args.warmup, args.steps, args.seed, args.device)), flush=True)
+        print(json.dumps(worker(args.worker, args.warmup, args.steps, args.seed, args.device,
+                                args.sample_hz, args.step_times)), flush=True)
         return 0
 
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -237,8 +274,13 @@ def main(bench: str = "torch_train", description: str | None = None) -> int:
         for s in systems:
             cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", s,
                    "--warmup", str(args.warmup), "--steps", str(args.steps), "--seed", str(args.seed),
-                   "--device", str(args.device)]
-            proc = subprocess.run(cmd, env=system_env(s, args.preload_lib), stdout=subprocess.PIPE,
+                   "--device", str(args.device), "--sample-hz", str(args.sample_hz)]
+            if args.step_times:
+                cmd.append("--step-times")
+            env = system_env(s, args.preload_lib)
+            if args.vmmalloc_conf and s in ("vmmalloc", "vmmalloc-preload"):
+                env["VMMALLOC_CONF"] = ",".join(c for c in (env.get("VMMALLOC_CONF"), args.vmmalloc_conf) if c)
+            proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, timeout=args.timeout)
             sys.stderr.write(proc.stderr)
             if proc.returncode != 0:
