@@ -44,7 +44,7 @@ import tempfile
 import time
 
 from run_info import device_info, git_commit
-from torch_train import schedule, system_env, training_step
+from torch_train import attention_backends, schedule, system_env, training_step
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 GIB = 1 << 30
@@ -70,6 +70,7 @@ def worker(system: str, warmup: int, steps: int, seed: int, result_dir: pathlib.
 
         vt.install()
     torch.cuda.set_device(rank)
+    attention_backends()
     dev = torch.device("cuda", rank)
     meter = DeviceMemory(rank)
     torch.cuda.init()

@@ -19,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from torch_train import schedule, training_step  # noqa: E402
+from torch_train import attention_backends, schedule, training_step  # noqa: E402
 
 
 def main() -> int:
@@ -28,6 +28,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=6)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--cudnn-sdp", action="store_true",
+                    help="keep cuDNN attention on (the benchmarks turn it off: attention_backends)")
     args = ap.parse_args()
     import torch
 
@@ -35,6 +37,8 @@ def main() -> int:
         import vmmalloc.torch as vt
 
         vt.install()
+    if not args.cudnn_sdp:
+        attention_backends()
     dev = torch.device("cuda", 0)
     a = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
     torch.cuda.synchronize()

@@ -78,6 +78,19 @@ def schedule(steps: int, seed: int) -> list[tuple[int, int]]:
     return [(rng.randint(2, 16), 64 * rng.randint(1, 16)) for _ in range(steps)]
 
 
+def attention_backends() -> None:
+    """The attention kernels every system's runs use: flash / memory-efficient
+    SDPA, not cuDNN's. cuDNN's attention builds an execution plan for every
+    new (batch, sequence) shape, several ms of host time per layer call; with
+    this schedule's mostly unseen shapes that plan building was most of each
+    step (measured on an H200: ~200 ms for a step of 128 tokens as for one of
+    10k, run-to-run spread +-10%), which hid everything else, the allocator
+    included."""
+    import torch
+
+    torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 def training_step(model, opt, gen, dev):
     """One step of the workload (random tokens of the given shape, bf16
     autocast, backward, AdamW) on `model` (a GPT2LMHeadModel, or one wrapped
@@ -110,7 +123,7 @@ def counters(system: str, device: int) -> dict[str, int]:
                                "fenced_free_waits")}
 
 
-def worker(system: str, warmup: int, steps: int, seed: int, device: int, sample_hz: float = 0,
+def worker(system: str, warmup: int, steps: int, seed: int, device: int, sample_hz: float,
            step_times: bool = False) -> dict:
     sys.path.insert(0, str(ROOT / "bench"))
     from device_memory import DeviceMemory, Sampler
@@ -124,6 +137,7 @@ def worker(system: str, warmup: int, steps: int, seed: int, device: int, sample_
 
         vt.install()
     torch.cuda.set_device(device)
+    attention_backends()
     dev = torch.device("cuda", device)
     meter = DeviceMemory(device)
     # Context and cuBLAS up before the baseline.
@@ -231,7 +245,7 @@ def system_env(system: str, preload_lib: pathlib.Path = PRELOAD_LIB) -> dict[str
 
 def main(bench: str = "torch_train", description: str | None = None) -> int:
     ap = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3, help="runs per system, alternating (>= 3)")
+    ap.add_argument("--runs", type=int, default=5, help="runs per system, alternating (>= 3)")
     ap.add_argument("--warmup", type=int, default=6, help="untimed steps first")
     ap.add_argument("--steps", type=int, default=20, help="timed steps")
     ap.add_argument("--seed", type=int, default=0)
@@ -243,8 +257,8 @@ def main(bench: str = "torch_train", description: str | None = None) -> int:
     ap.add_argument("--preload-lib", type=pathlib.Path, default=PRELOAD_LIB,
                     help="libvmmalloc_preload.so for vmmalloc-preload")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per run")
-    ap.add_argument("--sample-hz", type=float, default=0,
-                    help="memory sampler readings per second (0: as fast as it goes)")
+    ap.add_argument("--sample-hz", type=float, default=2000,
+                    help="memory sampler readings per second (0: as fast as it goes; default %(default)s)")
     ap.add_argument("--step-times", action="store_true",
                     help="print each timed step's GPU time (events between steps) and host time")
     ap.add_argument("--vmmalloc-conf", default=None,

@@ -80,11 +80,11 @@ def parse_sizes(text: str) -> list[int]:
 # ------------------------------------------------------------------ worker
 
 
-def worker(system: str, sizes: list[int], work_ms: float, device: int) -> dict:
+def worker(system: str, sizes: list[int], work_ms: float, device: int, sample_hz: float) -> dict:
     sys.path.insert(0, str(ROOT / "bench"))
     from device_memory import DeviceMemory, Sampler
 
-    sampler = Sampler(device)
+    sampler = Sampler(device, sample_hz)
     sampler.start()
     import torch
 
@@ -200,7 +200,8 @@ def system_env(system: str) -> dict[str, str]:
 
 def run_system(system: str, args) -> dict:
     cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", system,
-           "--sizes", args.sizes_text, "--work-ms", str(args.work_ms), "--device", str(args.device)]
+           "--sizes", args.sizes_text, "--work-ms", str(args.work_ms), "--device", str(args.device),
+           "--sample-hz", str(args.sample_hz)]
     proc = subprocess.run(cmd, env=system_env(system), stdout=subprocess.PIPE, text=True,
                           timeout=args.timeout)
     if proc.returncode != 0:
@@ -218,6 +219,8 @@ def main() -> int:
     ap.add_argument("--commit", default=None, help="git sha the tree was built from (default: git)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "torch_workspace.json"))
     ap.add_argument("--timeout", type=float, default=600, help="seconds per system")
+    ap.add_argument("--sample-hz", type=float, default=2000,
+                    help="memory sampler readings per second (0: as fast as it goes; default %(default)s)")
     args = ap.parse_args()
     args.sizes_text = args.sizes
     try:
@@ -228,7 +231,7 @@ def main() -> int:
         ap.error("--work-ms must be > 0")
 
     if args.worker:
-        print(json.dumps(worker(args.worker, sizes, args.work_ms, args.device)), flush=True)
+        print(json.dumps(worker(args.worker, sizes, args.work_ms, args.device, args.sample_hz)), flush=True)
         return 0
 
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
