@@ -440,6 +440,7 @@ void Heap::deallocate(void* ptr, Stream stream, bool own_order) {
     if (tc != nullptr && cache_push(*tc, b)) return;
   }
   std::lock_guard lock(mutex_);
+  StreamUse::Round round(use_);  // one completion query per stream
   free_locked(b);
   if (pool != 0) {
     auto it = pools_.find(pool);
@@ -493,6 +494,7 @@ void Heap::release_stream(Stream stream) {
 
 void* Heap::allocate_slow(std::size_t bytes, std::size_t rounded, Stream stream) {
   std::unique_lock lock(mutex_);
+  StreamUse::Round round(use_);  // one completion query per stream
   const std::uint64_t entry_epoch = use_.now();  // fences recorded from here on are this call's
   use_.revive(stream);  // allocating on it: the handle is (again) a live stream
   const PoolId pool = pool_for_locked(stream);
@@ -835,6 +837,7 @@ Heap::Block* Heap::wait_for_fenced_free_locked(std::unique_lock<std::mutex>& loc
     }
     lock.lock();
     if (!waited) return nullptr;
+    use_.forget();  // the fences waited for (and others) may have completed
     refresh_locked();
     if (Block* b = find_fit_locked(pool, kind, stream, rounded)) return b;
   }
@@ -1528,6 +1531,7 @@ std::size_t Heap::empty_cache() {
   std::size_t released = 0;
   {
     std::lock_guard lock(mutex_);
+    StreamUse::Round round(use_);  // one completion query per stream
     flush_cache_locked();
     refresh_locked();
     released = release_free_chunks_locked(false, std::numeric_limits<std::size_t>::max());
@@ -1563,6 +1567,7 @@ std::size_t Heap::recent_demand() {
 std::size_t Heap::background_trim() {
   const std::size_t demand = recent_demand();
   std::lock_guard lock(mutex_);
+  StreamUse::Round round(use_);  // one completion query per stream
   // Held (mapped + cached) beyond the recent peak demand plus the cache
   // limit goes: the free memory above the limit that the peak would not use.
   auto excess = [&] {
@@ -1589,6 +1594,7 @@ std::size_t Heap::background_trim() {
 
 std::size_t Heap::trim_to_limit() {
   std::lock_guard lock(mutex_);
+  StreamUse::Round round(use_);  // one completion query per stream
   flush_cache_locked();
   const std::size_t held = free_held_locked();
   const std::size_t limit = context_.pool().cache_limit();
@@ -1629,6 +1635,7 @@ void Heap::reclaim_for_oom_locked(Stream stream) {
   } catch (const Error& e) {
     log(LogLevel::warn, "heap: draining the reclaimer under memory pressure failed: %s", e.what());
   }
+  use_.forget();  // time passed: ask the driver afresh
   refresh_locked();
 }
 

@@ -8,6 +8,10 @@ namespace vmm {
 
 StreamUse::PerStream& StreamUse::advance(Stream stream) {
   PerStream& s = streams_[stream];
+  if (open_rounds_ != 0) {
+    if (s.asked_round == round_) return s;  // asked already in this round
+    s.asked_round = round_;
+  }
   while (!s.pending.empty()) {
     bool complete = false;
     try {
@@ -111,6 +115,7 @@ bool StreamUse::wait(Stream stream, std::uint64_t epoch) {
     log(LogLevel::warn, "waiting on a stream fence failed: %s", e.what());
     return false;
   }
+  forget();
   advance(stream);
   return true;
 }

@@ -13,6 +13,9 @@
 // querying) an event on a capturing stream would end the capture. Their
 // blocks simply stay unavailable to other streams until the capture ends.
 //
+// Each completion query is a driver call; Round bounds them to one per
+// stream per operation.
+//
 // Thread-safety: now() is lock-free; everything else is guarded by the
 // caller (the heap's mutex).
 #pragma once
@@ -32,6 +35,30 @@ namespace vmm {
 class StreamUse {
  public:
   explicit StreamUse(Backend& backend) : backend_(backend) {}
+
+  // Within a Round, each stream's fences are asked at most once whether they
+  // completed (the first question of the round asks the driver; later ones
+  // get the same answer): one allocation can look at thousands of freed
+  // blocks waiting for the same stream, and each query is a driver call. A
+  // fence that completes during the round is seen in the next one, so the
+  // answers stay on the safe side. Open one per operation, under the lock
+  // that guards this object; rounds may overlap (a thread waiting with the
+  // lock released keeps its round open), and every opening asks afresh.
+  class Round {
+   public:
+    explicit Round(StreamUse& use) noexcept : use_(use) {
+      ++use_.open_rounds_;
+      ++use_.round_;
+    }
+    ~Round() { --use_.open_rounds_; }
+    Round(const Round&) = delete;
+    Round& operator=(const Round&) = delete;
+
+   private:
+    StreamUse& use_;
+  };
+  // The next question about any stream asks the driver again (after a wait).
+  void forget() noexcept { ++round_; }
 
   // The epoch to stamp a free with.
   std::uint64_t now() const noexcept { return epoch_.load(std::memory_order_seq_cst); }
@@ -76,6 +103,7 @@ class StreamUse {
     std::deque<std::pair<std::uint64_t, Fence>> pending;  // ascending epochs
     std::uint64_t complete = 0;  // frees stamped below this are done
     bool retired = false;        // never record on it again (see retire)
+    std::uint64_t asked_round = 0;  // the round its fences were last queried in
   };
   PerStream& advance(Stream stream);
   // The oldest pending (epoch, fence) covering `epoch`, or null.
@@ -86,6 +114,8 @@ class StreamUse {
   std::atomic<std::uint64_t> epoch_{1};
   std::unordered_map<Stream, PerStream> streams_;
   std::uint64_t recorded_ = 0;
+  std::uint64_t round_ = 1;       // see Round
+  std::uint32_t open_rounds_ = 0;
 };
 
 }  // namespace vmm

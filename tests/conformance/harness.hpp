@@ -72,6 +72,17 @@ class Harness {
     return live == LiveObjects{};
   }
 
+  // True if work queued on `stream` so far is still running (a fence of the
+  // inner backend, queried once; the allocator's counters see nothing).
+  // Tests that need a stream to stay busy for a while check it: tools that
+  // serialize kernels (compute-sanitizer) finish earlier work first.
+  bool still_busy(Stream stream) {
+    const FenceHandle fence = inner_->record_fence(stream);
+    const bool busy = !inner_->fence_completed(fence);
+    inner_->destroy_fence(fence);
+    return busy;
+  }
+
   // Polls the reclaimer until nothing is pending (the work before the fences
   // must be finished or finishing). False after `timeout`.
   bool wait_reclaimed(std::chrono::milliseconds timeout = std::chrono::milliseconds(5000)) {
