@@ -43,6 +43,19 @@ constexpr std::size_t kChunksPerRequest = 32;
 constexpr std::size_t kMaxSmallPage = 16 * MiB;
 // The smallest address range of a growing segment (see frontier_span_locked).
 constexpr std::size_t kMinFrontierSpan = GiB;
+// The general pool's first segment for large blocks spans this fraction of
+// an address-space reservation (the device's memory, with the default
+// va_reservation_factor of 4): a block at its frontier can then grow into
+// fresh memory mapped right behind it for as long as the device has memory,
+// instead of being stitched into a new, larger segment (which maps every
+// chunk a second time and unmaps the old addresses later). Measured (host
+// backend, growing one buffer 0.5 -> 5 GiB by free + allocate, as
+// bench/torch_workspace.py's `vmmalloc` system does): 1 GiB first spans
+// made 320 creates, 768 maps and 192 unmaps; this rule 320 creates, 320
+// maps, no unmap. On bench/traces (host backend, host_device_memory:144G
+// like an H200) peak physical / peak live moved by +0.0014 at most
+// (gpt2-train 1.0024 -> 1.0038) and driver calls by -13% to +1%.
+constexpr std::size_t kLargeSpanDivisor = 4;
 constexpr auto kTrimInterval = std::chrono::milliseconds(20);
 // The background trim acts only once free memory has stayed above the limit
 // this long: memory freed and reused within a training step is not unmapped
@@ -1481,10 +1494,16 @@ Heap::Block* Heap::grow_locked(PoolId pool, SizeKind kind, Stream stream, std::s
 std::size_t Heap::frontier_span_locked(PoolId pool, SizeKind kind, std::size_t bytes) {
   // VA is nearly free, so a growing segment reserves room for later growth:
   // twice the last one's, from kMinFrontierSpan up to one address-space
-  // reservation (graph pools and small pages rarely need much).
+  // reservation (graph pools and small pages rarely need much); the general
+  // pool's large blocks start at a fraction of a reservation
+  // (kLargeSpanDivisor).
   std::size_t& last = pools_[pool].frontier_span[static_cast<int>(kind)];
   const std::size_t limit = context_.address_space().reservation_size();
-  std::size_t span = last == 0 ? kMinFrontierSpan : 2 * last;
+  std::size_t first = kMinFrontierSpan;
+  if (pool == 0 && kind == SizeKind::large) {
+    first = std::max(first, align_up(limit / kLargeSpanDivisor, granularity_));
+  }
+  std::size_t span = last == 0 ? first : 2 * last;
   span = std::min(span, limit);
   span = std::max(span, align_up(bytes, granularity_));
   last = span;

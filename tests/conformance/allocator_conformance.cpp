@@ -394,6 +394,41 @@ TEMPLATE_TEST_CASE("allocator: fenced free memory is reused once done and bounde
   }
 }
 
+TEMPLATE_TEST_CASE("allocator: a buffer freed and allocated larger grows in place past 1 GiB",
+                   "[conformance][allocator]", VMM_FIXTURES) {
+  // A workspace resized by free + allocate (PyTorch's `del buf; buf =
+  // torch.empty(n)` with vmmalloc installed): the freed block sits at its
+  // segment's frontier, and the larger one is that block plus fresh memory
+  // mapped behind it - same address, nothing mapped twice, nothing unmapped -
+  // also past the 1 GiB that a growing segment's address range used to start
+  // at (then each growth beyond it stitched the chunks into a new segment).
+  Harness h(TestType::make());
+  {
+    Allocator a(h.context());
+    Stream s = h.stream();
+    const std::uint64_t maps0 = h.faults().calls(BackendCall::map);
+    const std::uint64_t creates0 = h.faults().calls(BackendCall::create);
+    const std::uint64_t unmaps0 = h.faults().calls(BackendCall::unmap);
+    void* first = nullptr;
+    for (std::size_t mib : {256, 768, 1536}) {
+      void* p = a.allocate(mib * MiB, s);
+      if (first == nullptr) first = p;
+      CHECK(p == first);
+      h.device().fill(s, p, mib * MiB, 0x5a);
+      h.device().verify(s, p, mib * MiB, 0x5a);
+      a.deallocate(p);
+    }
+    CHECK(h.device().mismatches(s) == 0);
+    const std::uint64_t maps = h.faults().calls(BackendCall::map) - maps0;
+    const std::uint64_t creates = h.faults().calls(BackendCall::create) - creates0;
+    INFO(creates << " chunks created, " << maps << " maps");
+    CHECK(maps == creates);
+    CHECK(h.faults().calls(BackendCall::unmap) == unmaps0);
+    check_heap_accounting(h, a);
+  }
+  CHECK(h.destroy_context_and_check_no_leak());
+}
+
 TEMPLATE_TEST_CASE("allocator: fence queries per allocation stay bounded however much freed "
                    "memory waits for another stream",
                    "[conformance][allocator][streams]", VMM_FIXTURES) {
