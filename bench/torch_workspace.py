@@ -118,10 +118,13 @@ def worker(system: str, sizes: list[int], work_ms: float, device: int, sample_hz
     peak = baseline
 
     held = [None]  # the buffer's only reference, so that the del below frees it
+    grow_ms = []  # vmmalloc-workspace: the grow() part of each resize (printed)
 
     def resize(n):
         if system == "vmmalloc-workspace":
+            t = time.perf_counter()
             workspace.grow(n)
+            grow_ms.append((time.perf_counter() - t) * 1e3)
             held[0] = workspace.tensor((n,), torch.uint8)
             return
         held[0] = None  # del: the old buffer is freed before the new one is made
@@ -174,6 +177,9 @@ def worker(system: str, sizes: list[int], work_ms: float, device: int, sample_hz
         "waited_for_queue": any(waited),
         "address_stable": len(addresses) == 1,
     }
+    if grow_ms:
+        print(f"torch_workspace: {system}: of which Workspace.grow "
+              f"{', '.join(f'{x:.3f}' for x in grow_ms[1:])} ms", file=sys.stderr, flush=True)
     print(f"torch_workspace: {system}: first allocation {first_ms:.3f} ms; resizes "
           f"{', '.join(f'{x:.3f}' for x in resize_ms)} ms; waited {waited}; queued work measured "
           f"{', '.join(f'{x:.1f}' for x in measured_work_ms)} ms; peak "
