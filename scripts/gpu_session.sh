@@ -19,6 +19,8 @@
 #   preload-bench  bench/preload.py (PyTorch under the interposer)
 #   multi        scripts/gpu_multi.sh (needs 2 GPUs)
 #   ddp          bench/ddp_train.py (needs 2 GPUs)
+#   diagnose     the adapter built, then bench/memory_speed.py and
+#                bench/handle_cost.py (diagnostics, ~2 min)
 # Environment: COMMIT (required: the device's copy has no .git), JOBS.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
@@ -85,6 +87,11 @@ for stage in "$@"; do
     ddp)
       run_stage ddp bash -c 'python3 bench/ddp_train.py --commit "$COMMIT" &&
         cp bench/results/ddp_train.json "$OUT/"' ;;
+    diagnose)
+      run_stage diagnose bash -c 'scripts/gpu_torch.sh "$COMMIT" build >/dev/null &&
+        export VMMALLOC_LIBRARY_DIR=$PWD/build-gpu-torch/allocator \
+          VMMALLOC_TORCH_BUILD_DIR=$PWD/build-gpu-torch/torch-extension PYTHONPATH=$PWD/python &&
+        python3 bench/memory_speed.py --rounds 2 && python3 bench/handle_cost.py --sizes 2,16,512,1024' ;;
     *) echo "gpu_session.sh: unknown stage '$stage'" >&2; STATUS=2 ;;
   esac
 done
