@@ -16,9 +16,13 @@ workload whose changing shapes fragment a caching allocator. Systems:
 PYTORCH_NO_CUDA_MEMORY_CACHING=1 - and vmmalloc-preload, the same under
 LD_PRELOAD=libvmmalloc_preload.so.)
 
+Attention uses PyTorch's flash / memory-efficient kernels, cuDNN's off
+(attention_backends(): its per-shape plan building otherwise dominates).
+
 Every run is a process of its own; the systems' runs alternate (A B C A B C
-...), --runs of each (default 3). In a run: the memory sampler starts
-(bench/device_memory.py), CUDA and cuBLAS are set up and the baseline read,
+...), --runs of each (default 5). In a run: the memory sampler starts
+(bench/device_memory.py, --sample-hz, default 2 kHz), CUDA and cuBLAS are
+set up and the baseline read,
 the model is built on the GPU, --warmup steps run (not timed), then --steps
 timed steps. tokens_per_s = tokens (batch x sequence, summed) of the timed
 steps / their time; peak_device_bytes = device memory in use at most during
@@ -30,7 +34,11 @@ the runs).
 
     PYTHONPATH=python python3 bench/torch_train.py --commit "$(git rev-parse HEAD)"
 
-writes bench/results/torch_train.json once every run has finished. Needs
+writes bench/results/torch_train.json once every run has finished.
+--step-times prints each timed step's GPU and host time and vmmalloc's
+counters over the timed steps; --vmmalloc-conf sets VMMALLOC_CONF for the
+vmmalloc runs (for trying settings); both need --out, so that probes never
+replace the benchmark's results file. Needs
 PyTorch with CUDA and transformers; vmmalloc's runs need its Python package.
 """
 
@@ -253,7 +261,8 @@ def main(bench: str = "torch_train", description: str | None = None) -> int:
     ap.add_argument("--systems", default=",".join(BENCHES[bench]), help="comma-separated subset")
     ap.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     ap.add_argument("--commit", default=None, help="git sha the tree was built from (default: git)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / f"{bench}.json"))
+    default_out = str(ROOT / "bench" / "results" / f"{bench}.json")
+    ap.add_argument("--out", default=default_out)
     ap.add_argument("--preload-lib", type=pathlib.Path, default=PRELOAD_LIB,
                     help="libvmmalloc_preload.so for vmmalloc-preload")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per run")
@@ -268,6 +277,9 @@ def main(bench: str = "torch_train", description: str | None = None) -> int:
         ap.error("--runs must be at least 3 (BENCH.md: the median of at least 3 runs)")
     if args.warmup < 1 or args.steps < 1:
         ap.error("--warmup and --steps must be >= 1")
+    if (args.step_times or args.vmmalloc_conf) and args.out == default_out and not args.worker:
+        ap.error("--step-times and --vmmalloc-conf are for probes: give --out (the results file "
+                 "holds the benchmark as defined)")
 
     if args.worker:
         print(json.dumps(worker(args.worker, args.warmup, args.steps, args.seed, args.device,
