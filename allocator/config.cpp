@@ -516,23 +516,28 @@ constexpr Option kOptions[] = {
      [](const Config&) {},
      [](const Config& c) { return format_switch(c.print_stats); }},
 
-    {{"cudafree", "fence/sync", "fence",
+    {{"cudafree", "fence/sync/order", "fence",
       "What cudaFree and cuMemFree of vmmalloc memory do under the LD_PRELOAD interposer: fence "
       "(wait for nothing; the memory is reused once fences on every stream of its device "
-      "complete) or sync (synchronize the device first, as CUDA does)."},
-     "one of fence, sync",
+      "complete), sync (synchronize the device first, as CUDA does) or order (order every later "
+      "operation on the device's streams after every earlier one, on the GPU; the memory is "
+      "reused at once)."},
+     "one of fence, sync, order",
      [](Config& c, std::string_view v) {
        v = trim(v);
        if (equals_nocase(v, "fence")) {
          c.cudafree = CudaFreeMode::fence;
        } else if (equals_nocase(v, "sync")) {
          c.cudafree = CudaFreeMode::sync;
+       } else if (equals_nocase(v, "order")) {
+         c.cudafree = CudaFreeMode::order;
        } else {
          throw BadValue{""};
        }
      },
      [](const Config& c) {
-       if (c.cudafree != CudaFreeMode::fence && c.cudafree != CudaFreeMode::sync) {
+       if (c.cudafree != CudaFreeMode::fence && c.cudafree != CudaFreeMode::sync &&
+           c.cudafree != CudaFreeMode::order) {
          throw BadValue{"not a cudafree mode"};
        }
      },
@@ -540,6 +545,7 @@ constexpr Option kOptions[] = {
        switch (c.cudafree) {
          case CudaFreeMode::fence: return "fence";
          case CudaFreeMode::sync: return "sync";
+         case CudaFreeMode::order: return "order";
        }
        return std::to_string(static_cast<int>(c.cudafree));  // only from code; check rejects it
      }},

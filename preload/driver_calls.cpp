@@ -205,6 +205,67 @@ CUresult order_legacy_after(CUstream stream, int device) noexcept {
   return rc;
 }
 
+namespace {
+
+// order_all_streams' legacy-stream event per device, made on first use and
+// re-recorded by every call (a wait takes the event's latest record at the
+// time of the wait, so calls from several threads at once stay correct:
+// each waits for a record at least as late as its own).
+std::array<std::atomic<CUevent>, kMaxDevices> g_order_event{};
+
+CUevent order_event(const Calls& c, int device) noexcept {
+  auto& slot = g_order_event[static_cast<std::size_t>(device)];
+  if (CUevent e = slot.load(std::memory_order_acquire)) return e;
+  CUevent e = nullptr;
+  if (c.EventCreate(&e, CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) return nullptr;
+  CUevent expected = nullptr;
+  if (!slot.compare_exchange_strong(expected, e, std::memory_order_acq_rel)) {
+    (void)c.EventDestroy(e);
+    return expected;
+  }
+  return e;
+}
+
+}  // namespace
+
+CUresult order_all_streams(int device, std::span<const CUstream> nonblocking) noexcept {
+  const Calls* c = calls();
+  if (c == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
+  if (device < 0 || device >= kMaxDevices) return CUDA_ERROR_INVALID_DEVICE;
+  CUcontext ctx = primary_context(*c, device);
+  if (ctx == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+  CUresult rc = c->CtxPushCurrent(ctx);
+  if (rc != CUDA_SUCCESS) return rc;
+  // The legacy stream (0: these entry points have legacy semantics) after
+  // each non-blocking stream's work so far.
+  for (CUstream s : nonblocking) {
+    CUevent e = nullptr;
+    rc = c->EventCreate(&e, CU_EVENT_DISABLE_TIMING);
+    if (rc != CUDA_SUCCESS) break;
+    rc = c->EventRecord(e, s);
+    if (rc == CUDA_SUCCESS) rc = c->StreamWaitEvent(nullptr, e, 0);
+    (void)c->EventDestroy(e);  // released once the wait no longer needs it
+    if (rc != CUDA_SUCCESS) break;
+  }
+  // Every stream's later work after the legacy stream's work so far.
+  if (rc == CUDA_SUCCESS) {
+    CUevent e = order_event(*c, device);
+    rc = e == nullptr ? CUDA_ERROR_OUT_OF_MEMORY : c->EventRecord(e, nullptr);
+    for (std::size_t i = 0; rc == CUDA_SUCCESS && i < nonblocking.size(); ++i) {
+      rc = c->StreamWaitEvent(nonblocking[i], e, 0);
+    }
+  }
+  CUcontext popped = nullptr;
+  (void)c->CtxPopCurrent(&popped);
+  return rc;
+}
+
+void forget_device_events(int device) noexcept {
+  if (device < 0 || device >= kMaxDevices) return;
+  // Not destroyed: the reset destroys the context's events itself.
+  g_order_event[static_cast<std::size_t>(device)].store(nullptr, std::memory_order_release);
+}
+
 CUresult synchronize_device(int device) noexcept {
   const Calls* c = calls();
   if (c == nullptr) return CUDA_ERROR_NOT_INITIALIZED;

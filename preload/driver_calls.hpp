@@ -11,6 +11,8 @@
 
 #include <cuda.h>
 
+#include <span>
+
 namespace vmm::preload {
 
 // CUDA's special stream handles (CU_STREAM_LEGACY, CU_STREAM_PER_THREAD;
@@ -43,6 +45,19 @@ bool stream_capturing(CUstream stream) noexcept;
 // `stream` and waited for by the legacy stream. Used before a stream is
 // destroyed, so that fences on the legacy stream keep covering its last work.
 CUresult order_legacy_after(CUstream stream, int device) noexcept;
+// Orders every operation issued later on any stream of `device`'s primary
+// context after every operation issued before the call, on the GPU (the
+// host waits for nothing): the legacy stream waits for the work queued so
+// far on each of `nonblocking` (an event recorded on each), then an event
+// is recorded on the legacy stream - like every legacy-stream operation it
+// follows the work of every blocking and per-thread default stream, and
+// their later work follows it - and each of `nonblocking` waits for it.
+// `nonblocking` must hold every non-blocking stream of the context that
+// later work may run on, none of them capturing. cudafree:order's free.
+CUresult order_all_streams(int device, std::span<const CUstream> nonblocking) noexcept;
+// The device's context is being reset (its events destroyed): forgets the
+// event order_all_streams keeps for it.
+void forget_device_events(int device) noexcept;
 // Waits for all work on `device` (its primary context made current for the
 // call). Returns the driver's result.
 CUresult synchronize_device(int device) noexcept;

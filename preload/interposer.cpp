@@ -18,9 +18,11 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <span>
 #include <thread>
 
 #include "preload/driver_calls.hpp"
@@ -119,7 +121,7 @@ DeviceState Interposer::start_device(int device) noexcept {
       state = DeviceState::serving;
       log(LogLevel::info, "device %d: vmmalloc serves cudaMalloc, cuMemAlloc and stream-ordered "
           "allocations (cudafree:%s)", device,
-          config_.cudafree == CudaFreeMode::sync ? "sync" : "fence");
+          cudafree_name(config_.cudafree));
     } else if (config_.backend == BackendKind::host) {
       // The host backend was asked for: its memory stands in for device memory
       // (tests on machines without a GPU). Kernels cannot use it.
@@ -207,6 +209,57 @@ Outcome Interposer::free_after_every_stream(const BlockInfo& info, void* ptr) no
   return outcome;
 }
 
+// cudafree:order: the free orders all later GPU work after all earlier work
+// (order_all_streams), so the block is reusable at once, in its own
+// allocation key's order. Too many non-blocking streams (a barrier would
+// cost ~3 driver calls each, per free), one of them capturing (no event may
+// be recorded on it or waited for by it), or a failed driver call: the
+// fences of free_after_every_stream instead.
+constexpr std::size_t kMaxOrderedStreams = 8;
+
+Outcome Interposer::free_in_order(const BlockInfo& info, void* ptr) noexcept {
+  Allocator* owner = Allocator::owner_of(ptr);
+  if (owner == nullptr) return free_after_every_stream(info, ptr);  // reports it
+  bool ordered = false;
+  Outcome outcome = Outcome::served;
+  streams_.with_nonblocking(info.device, [&](std::span<const vmm_stream_t> nonblocking) {
+    if (nonblocking.size() > kMaxOrderedStreams) return;
+    for (vmm_stream_t s : nonblocking) {
+      if (stream_capturing(static_cast<CUstream>(s))) return;
+    }
+    std::array<CUstream, kMaxOrderedStreams> handles{};
+    for (std::size_t i = 0; i < nonblocking.size(); ++i) {
+      handles[i] = static_cast<CUstream>(nonblocking[i]);
+    }
+    const CUresult rc =
+        order_all_streams(info.device, std::span<const CUstream>(handles.data(), nonblocking.size()));
+    if (rc != CUDA_SUCCESS) {
+      log(LogLevel::debug, "ordering the streams of device %d after a free failed (error %d): "
+          "fences instead", info.device, static_cast<int>(rc));
+      return;
+    }
+    ordered = true;
+    try {
+      owner->deallocate(ptr);  // in its own key's order: every later use follows the free
+    } catch (const std::exception& e) {
+      log(LogLevel::error, "freeing %p in vmmalloc failed: %s", ptr, e.what());
+      outcome = Outcome::invalid_value;
+    }
+  });
+  if (!ordered) return free_after_every_stream(info, ptr);
+  if (outcome == Outcome::served) count(ordered_frees_);
+  return outcome;
+}
+
+const char* cudafree_name(CudaFreeMode mode) noexcept {
+  switch (mode) {
+    case CudaFreeMode::fence: return "fence";
+    case CudaFreeMode::sync: return "sync";
+    case CudaFreeMode::order: return "order";
+  }
+  return "?";
+}
+
 Outcome Interposer::free_device_ordered(FreeCall call, void* ptr) noexcept {
   std::optional<BlockInfo> info;
   try {
@@ -232,7 +285,8 @@ Outcome Interposer::free_device_ordered(FreeCall call, void* ptr) noexcept {
       }
     }
   } else {
-    outcome = free_after_every_stream(*info, ptr);
+    outcome = config_.cudafree == CudaFreeMode::order ? free_in_order(*info, ptr)
+                                                      : free_after_every_stream(*info, ptr);
     if (outcome == Outcome::served) count(syncs_avoided_);
   }
   if (outcome == Outcome::served) count(served_frees_[static_cast<std::size_t>(call)]);
@@ -395,6 +449,7 @@ void Interposer::device_resetting(int device) noexcept {
     return;  // not serving: the reset is CUDA's business alone
   }
   count(device_resets_);
+  forget_device_events(device);  // the reset destroys them
   // From here every call on the device is forwarded. The reset destroys the
   // context's streams and events, which vmmalloc's fences are; so first the
   // device finishes its work (the reset would wait for it anyway), then the
@@ -464,6 +519,7 @@ InterposerReport Interposer::report() const {
   r.served_bytes = served_bytes_.load(std::memory_order_relaxed);
   r.invalid_frees = invalid_frees_.load(std::memory_order_relaxed);
   r.syncs_avoided = syncs_avoided_.load(std::memory_order_relaxed);
+  r.ordered_frees = ordered_frees_.load(std::memory_order_relaxed);
   r.frees_kept_in_capture = frees_kept_in_capture_.load(std::memory_order_relaxed);
   r.streams_created = streams_.created();
   r.device_resets = device_resets_.load(std::memory_order_relaxed);

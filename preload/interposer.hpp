@@ -64,6 +64,9 @@ enum class DeviceState : int {
   reset,      // cudaDeviceReset destroyed its context: forwarded from then on
 };
 
+// "fence", "sync" or "order": the cudafree setting as written.
+const char* cudafree_name(CudaFreeMode mode) noexcept;
+
 // Counters, for print_stats and tests.
 struct InterposerReport {
   std::array<std::uint64_t, static_cast<int>(AllocCall::count_)> served_allocations{};
@@ -73,6 +76,8 @@ struct InterposerReport {
   std::uint64_t served_bytes = 0;
   std::uint64_t invalid_frees = 0;         // forwarded frees CUDA refused (double free, bad pointer)
   std::uint64_t syncs_avoided = 0;         // cudaFree/cuMemFree that did not wait for the device
+  std::uint64_t ordered_frees = 0;         // cudafree:order frees ordered on the GPU (the rest
+                                           // of syncs_avoided fell back to fences)
   std::uint64_t frees_kept_in_capture = 0; // stream-ordered frees during a capture, not reused
   std::uint64_t streams_created = 0;
   std::uint64_t device_resets = 0;
@@ -150,6 +155,7 @@ class Interposer {
   }
   DeviceState start_device(int device) noexcept;
   Outcome free_after_every_stream(const BlockInfo& info, void* ptr) noexcept;
+  Outcome free_in_order(const BlockInfo& info, void* ptr) noexcept;
   void revive_stream(vmm_stream_t stream, int device) noexcept;
   void release_stream(vmm_stream_t stream, int device) noexcept;
   void finish_deferred_destroy(vmm_stream_t stream) noexcept;
@@ -170,6 +176,7 @@ class Interposer {
   std::atomic<std::uint64_t> served_bytes_{0};
   std::atomic<std::uint64_t> invalid_frees_{0};
   std::atomic<std::uint64_t> syncs_avoided_{0};
+  std::atomic<std::uint64_t> ordered_frees_{0};
   std::atomic<std::uint64_t> frees_kept_in_capture_{0};
   std::atomic<std::uint64_t> device_resets_{0};
 

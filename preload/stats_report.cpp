@@ -55,7 +55,7 @@ void write_report(const InterposerReport& r, const Config& config) noexcept {
     char buf[512];
 
     line(std::string("LD_PRELOAD interposer summary (cudafree:") +
-         (config.cudafree == CudaFreeMode::sync ? "sync" : "fence") + ")");
+         cudafree_name(config.cudafree) + ")");
     std::string calls;
     for (int i = 0; i < static_cast<int>(AllocCall::count_); ++i) {
       if (!calls.empty()) calls += ", ";
@@ -72,7 +72,10 @@ void write_report(const InterposerReport& r, const Config& config) noexcept {
     }
     line("                    " + std::to_string(sum(r.served_frees)) + " frees: " + calls);
     line("device synchronizations avoided (cudaFree/cuMemFree that did not wait): " +
-         std::to_string(r.syncs_avoided));
+         std::to_string(r.syncs_avoided) +
+         (config.cudafree == CudaFreeMode::order
+              ? ", of which ordered on the GPU (reused at once): " + std::to_string(r.ordered_frees)
+              : std::string()));
     line("passed to CUDA: " + std::to_string(sum(r.forwarded_allocations)) + " allocations, " +
          std::to_string(sum(r.forwarded_frees)) + " frees (" + std::to_string(r.invalid_frees) +
          " refused: double free or invalid pointer)");
@@ -109,10 +112,10 @@ void write_report(const InterposerReport& r, const Config& config) noexcept {
                   "preload served_allocations=%" PRIu64 " served_frees=%" PRIu64
                   " served_bytes=%" PRIu64 " forwarded_allocations=%" PRIu64
                   " forwarded_frees=%" PRIu64 " invalid_frees=%" PRIu64 " syncs_avoided=%" PRIu64
-                  " device_resets=%" PRIu64,
+                  " device_resets=%" PRIu64 " ordered_frees=%" PRIu64,
                   sum(r.served_allocations), sum(r.served_frees), r.served_bytes,
                   sum(r.forwarded_allocations), sum(r.forwarded_frees), r.invalid_frees,
-                  r.syncs_avoided, r.device_resets);
+                  r.syncs_avoided, r.device_resets, r.ordered_frees);
     line(buf);
     std::fputs(out.c_str(), stderr);
     std::fflush(stderr);

@@ -24,7 +24,7 @@ enum class LogLevel { off, error, warn, info, debug };
 enum class BackendKind { automatic, cuda, host };
 enum class PeerAccessMode { none, all, list };
 // What cudaFree/cuMemFree do under the LD_PRELOAD interposer (docs/preload.md).
-enum class CudaFreeMode { fence, sync };
+enum class CudaFreeMode { fence, sync, order };
 
 // The fields may be set directly from code; validate() then checks them.
 // The VMMALLOC_CONF key of each field is given in brackets.
@@ -98,7 +98,11 @@ struct VMM_API Config {
   // nothing, and the memory is reused only once fences on the legacy stream
   // and on every non-blocking stream of its device, recorded after the free,
   // have completed. sync: the free first synchronizes the device, as CUDA's
-  // own cudaFree does.
+  // own cudaFree does. order: the free orders every later operation on every
+  // stream of the device after every earlier one, on the GPU (events and
+  // stream waits; the host waits for nothing), and the memory is reused at
+  // once; with more than 8 non-blocking streams, or one of them capturing, a
+  // free falls back to fence.
   CudaFreeMode cudafree = CudaFreeMode::fence;
 
   // 2 MiB, 4 MiB, ... 1 GiB.

@@ -44,10 +44,12 @@ TEST_CASE("config: print_stats accepts on/off, true/false, 1/0 in any case", "[c
   }
 }
 
-TEST_CASE("config: cudafree accepts fence and sync in any case", "[config][preload]") {
+TEST_CASE("config: cudafree accepts fence, sync and order in any case", "[config][preload]") {
   CHECK(Config::parse("cudafree:sync").cudafree == CudaFreeMode::sync);
   CHECK(Config::parse("cudafree:SYNC").cudafree == CudaFreeMode::sync);
   CHECK(Config::parse("cudafree:sync,cudafree:fence").cudafree == CudaFreeMode::fence);
+  CHECK(Config::parse("cudafree:order").cudafree == CudaFreeMode::order);
+  CHECK(Config::parse("cudafree: Order ").cudafree == CudaFreeMode::order);
   CHECK(Config::parse(" cudafree : Fence ").cudafree == CudaFreeMode::fence);
 }
 
@@ -59,17 +61,20 @@ TEST_CASE("config: interposer options round-trip through to_string", "[config][p
   CHECK(back == c);
   CHECK(back.print_stats);
   CHECK(back.cudafree == CudaFreeMode::sync);
+  c.cudafree = CudaFreeMode::order;
+  CHECK(Config::parse(c.to_string()).cudafree == CudaFreeMode::order);
 }
 
 TEST_CASE("config: bad interposer option values name the key and the accepted values",
           "[config][preload]") {
   CHECK(config_error("cudafree:later") ==
-        "cudafree | VMMALLOC_CONF: bad value \"later\" for cudafree: expected one of fence, sync");
+        "cudafree | VMMALLOC_CONF: bad value \"later\" for cudafree: expected one of fence, "
+        "sync, order");
   CHECK(config_error("print_stats:yes") ==
         "print_stats | VMMALLOC_CONF: bad value \"yes\" for print_stats: expected on or off");
   CHECK(config_error("cudafree") ==
         "cudafree | VMMALLOC_CONF: bad value \"\" for cudafree: no value (write cudafree:<value>); "
-        "expected one of fence, sync");
+        "expected one of fence, sync, order");
   // A bad value leaves the rest of the string unapplied.
   Config c;
   CHECK_THROWS_AS(c.apply("print_stats:on,cudafree:maybe"), ConfigError);

@@ -8,6 +8,7 @@
 //
 //   host_interposer_test serve        everything but the modes below
 //   host_interposer_test sync         cudafree:sync synchronizes
+//   host_interposer_test order        cudafree:order orders on the GPU, reuses at once
 //   host_interposer_test fork         a forked child forwards and exits
 //   host_interposer_test passthrough  no serving (bad config, no GPU)
 //
@@ -23,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "fake_cuda/fake_cuda.h"
 #include "vmmalloc/vmmalloc.h"
@@ -258,6 +260,65 @@ int run_sync() {
   return g_failures;
 }
 
+// cudafree:order: a cudaFree orders every stream's later work after all
+// earlier work on the GPU (events and stream waits), so the block is
+// reusable at once; a capturing non-blocking stream, or more than eight,
+// falls back to the fences.
+int run_order() {
+  cudaStream_t s = nullptr;
+  CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+  void* p1 = nullptr;
+  void* p2 = nullptr;
+  fake_cuda_counters before = fake_cuda_read_counters();
+  CHECK(cudaMalloc(&p1, 1 << 20) == cudaSuccess && served(p1));
+  CHECK(cudaFree(p1) == cudaSuccess && !served(p1));
+  // The legacy stream waits for s, then s for the legacy stream.
+  CHECK(fake_cuda_read_counters().stream_waits == before.stream_waits + 2);
+  CHECK(fake_cuda_read_counters().synchronizations == before.synchronizations);
+  CHECK(cudaMalloc(&p2, 1 << 20) == cudaSuccess);
+  CHECK(p2 == p1);  // reused at once
+  CHECK(cudaFree(p2) == cudaSuccess);
+
+  // A capturing non-blocking stream: no event may touch it, so fences.
+  fake_cuda_set_capturing(s, 1);
+  before = fake_cuda_read_counters();
+  CHECK(cudaMalloc(&p1, 1 << 20) == cudaSuccess);
+  CHECK(cudaFree(p1) == cudaSuccess);
+  CHECK(fake_cuda_read_counters().stream_waits == before.stream_waits);
+  CHECK(cudaMalloc(&p2, 1 << 20) == cudaSuccess);
+  CHECK(p2 != p1);
+  CHECK(cudaFree(p2) == cudaSuccess);
+  fake_cuda_set_capturing(s, 0);
+
+  // Nine non-blocking streams: fences too (ordering would take ~3 driver
+  // calls per stream at every free).
+  std::vector<cudaStream_t> many(8);
+  for (cudaStream_t& m : many) CHECK(cudaStreamCreateWithFlags(&m, cudaStreamNonBlocking) == cudaSuccess);
+  before = fake_cuda_read_counters();
+  CHECK(cudaMalloc(&p1, 1 << 21) == cudaSuccess);
+  CHECK(cudaFree(p1) == cudaSuccess);
+  CHECK(fake_cuda_read_counters().stream_waits == before.stream_waits);
+  CHECK(cudaMalloc(&p2, 1 << 21) == cudaSuccess);
+  CHECK(p2 != p1);
+  CHECK(cudaFree(p2) == cudaSuccess);
+  for (cudaStream_t m : many) CHECK(cudaStreamDestroy(m) == cudaSuccess);
+
+  // Back to one: ordered again, and a blocking stream needs no wait of its
+  // own (it follows the legacy stream's event).
+  cudaStream_t blocking = nullptr;
+  CHECK(cudaStreamCreateWithFlags(&blocking, cudaStreamDefault) == cudaSuccess);
+  before = fake_cuda_read_counters();
+  CHECK(cudaMalloc(&p1, 1 << 22) == cudaSuccess);
+  CHECK(cudaFree(p1) == cudaSuccess);
+  CHECK(fake_cuda_read_counters().stream_waits == before.stream_waits + 2);
+  CHECK(cudaMalloc(&p2, 1 << 22) == cudaSuccess);
+  CHECK(p2 == p1);
+  CHECK(cudaFree(p2) == cudaSuccess);
+  CHECK(cudaStreamDestroy(blocking) == cudaSuccess);
+  CHECK(cudaStreamDestroy(s) == cudaSuccess);
+  return g_failures;
+}
+
 int run_fork() {
   void* p = nullptr;
   CHECK(cudaMalloc(&p, 4096) == cudaSuccess && served(p));
@@ -304,10 +365,11 @@ int main(int argc, char** argv) {
   int failures = -1;
   if (mode == "serve") failures = run_serve();
   if (mode == "sync") failures = run_sync();
+  if (mode == "order") failures = run_order();
   if (mode == "fork") failures = run_fork();
   if (mode == "passthrough") failures = run_passthrough();
   if (failures < 0) {
-    std::fprintf(stderr, "usage: host_interposer_test serve|sync|fork|passthrough\n");
+    std::fprintf(stderr, "usage: host_interposer_test serve|sync|order|fork|passthrough\n");
     return 2;
   }
   std::printf("%s: %s\n", mode.c_str(), failures == 0 ? "all checks passed" : "FAILED");

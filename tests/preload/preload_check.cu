@@ -7,12 +7,18 @@
 //
 //   preload_check workload             many sizes; runtime and driver API;
 //                                      sync, stream-ordered and captured
-//   preload_check running-free fence|sync
+//   preload_check running-free fence|sync|order [blocking]
 //                                      cudaFree while a kernel still uses
 //                                      the memory: the memory must go to no
 //                                      other work before the kernel ends;
 //                                      fence: cudaFree returns at once,
-//                                      sync: it waits, as CUDA's does
+//                                      sync: it waits, as CUDA's does,
+//                                      order: it returns at once and the
+//                                      memory is handed out again at once,
+//                                      its new work queued behind the
+//                                      kernel on the GPU; blocking: the two
+//                                      streams are blocking ones (else
+//                                      non-blocking)
 //   preload_check reset                cudaDeviceReset, then allocate again
 //   preload_check misuse               double free, cudaFree(NULL), foreign
 //                                      pointers (managed, pool)
@@ -390,8 +396,9 @@ int workload() {
   return g_failures;
 }
 
-int running_free(const std::string& expect) {
+int running_free(const std::string& expect, bool blocking) {
   const bool fence = expect == "fence";
+  const bool order = expect == "order";
   const double scale = std::getenv("VMM_TEST_TIME_SCALE") ? std::atof(std::getenv("VMM_TEST_TIME_SCALE")) : 1.0;
   const unsigned long long spin_ns = static_cast<unsigned long long>(400e6 * (scale > 0 ? scale : 1.0));
   const std::size_t n = 64 << 20;
@@ -405,8 +412,9 @@ int running_free(const std::string& expect) {
   void* x = runtime_alloc(n);
   cudaStream_t s = nullptr;
   cudaStream_t other = nullptr;
-  CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  CUDA_OK(cudaStreamCreateWithFlags(&other, cudaStreamNonBlocking));
+  const unsigned flags = blocking ? cudaStreamDefault : cudaStreamNonBlocking;
+  CUDA_OK(cudaStreamCreateWithFlags(&s, flags));
+  CUDA_OK(cudaStreamCreateWithFlags(&other, flags));
   CUDA_OK(cudaDeviceSynchronize());
 
   hold<<<1, 1024, 0, s>>>(static_cast<std::uint8_t*>(x), n, spin_ns, started_dev, bad);
@@ -446,6 +454,13 @@ int running_free(const std::string& expect) {
     CHECK(still_running);
     CHECK(free_ms < spin_ns / 2e6);
     if (running_after_reuse) CHECK(!overlap);
+  } else if (order) {
+    // Returned at once, and the memory went straight back out: the
+    // memsets on the other stream waited for the kernel on the GPU (the
+    // kernel saw no byte of its buffer change: host_bad above).
+    CHECK(still_running);
+    CHECK(free_ms < spin_ns / 2e6);
+    CHECK(overlap);
   } else {
     // CUDA's behaviour: the free waited for the kernel.
     CHECK(!still_running);
@@ -541,11 +556,14 @@ int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   int failures = -1;
   if (mode == "workload") failures = workload();
-  if (mode == "running-free" && argc > 2) failures = running_free(argv[2]);
+  if (mode == "running-free" && argc > 2) {
+    failures = running_free(argv[2], argc > 3 && std::string(argv[3]) == "blocking");
+  }
   if (mode == "reset") failures = reset();
   if (mode == "misuse") failures = misuse();
   if (failures < 0) {
-    std::fprintf(stderr, "usage: preload_check workload|running-free fence|sync|reset|misuse\n");
+    std::fprintf(stderr, "usage: preload_check workload|running-free fence|sync|order [blocking]|reset|"
+                 "misuse\n");
     return 2;
   }
   std::printf("%s: %s\n", mode.c_str(), failures == 0 ? "all checks passed" : "FAILED");
