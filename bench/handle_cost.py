@@ -4,7 +4,10 @@ POSIX-file-descriptor export requested at cuMemCreate (what vmmalloc's
 handles request, for IPC). A diagnostic on the GPU machine: ctypes on
 libcuda.so.1, Python standard library only.
 
-    python3 bench/handle_cost.py [--sizes 2,512,1024] [--reps 5]   # MiB
+    python3 bench/handle_cost.py [--sizes 2,512,1024] [--reps 5] [--grow 1024]   # MiB
+
+Then a grow of --grow MiB made of 1, 2, 4 and 8 handles (create + map each,
+one set access), at never-mapped addresses.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="2,512,1024")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--grow", type=int, default=1024, help="MiB of the chunking comparison")
     a = ap.parse_args()
     cu = C.CDLL("libcuda.so.1")
 
@@ -76,6 +80,37 @@ def main() -> int:
             med = lambda xs: statistics.median(xs) * 1e6  # noqa: E731
             print(f"{mib:5d} MiB {name:19s}: create {med(create):7.1f} us, map {med(mapping):6.1f} us, "
                   f"set access {med(access):7.1f} us, unmap+release {med(undo):7.1f} us", flush=True)
+    # A grow of --grow MiB as 1, 2, 4 or 8 handles (created, mapped, then one
+    # set access over the whole range), at never-mapped addresses: what a
+    # workspace grow costs with each chunking.
+    prop = Prop(1, 1, 1, 0, None, 0, 0, 0)
+    grow = a.grow << 20
+    for parts in (1, 2, 4, 8):
+        piece = grow // parts
+        totals = []
+        for _ in range(a.reps):
+            base = va0.value + fresh
+            fresh += grow
+            if fresh + grow > span:
+                fresh = 0
+            handles = []
+            t0 = time.perf_counter()
+            for i in range(parts):
+                h = C.c_ulonglong()
+                ok(cu.cuMemCreate(C.byref(h), C.c_size_t(piece), C.byref(prop), C.c_ulonglong(0)), "create")
+                ok(cu.cuMemMap(C.c_ulonglong(base + i * piece), C.c_size_t(piece), C.c_size_t(0), h,
+                               C.c_ulonglong(0)), "map")
+                handles.append(h)
+            ok(cu.cuMemSetAccess(C.c_ulonglong(base), C.c_size_t(grow), C.byref(acc), C.c_size_t(1)),
+               "access")
+            totals.append(time.perf_counter() - t0)
+            ok(cu.cuMemUnmap(C.c_ulonglong(base), C.c_size_t(grow)), "unmap")
+            for h in handles:
+                ok(cu.cuMemRelease(h), "release")
+        totals.sort()
+        print(f"grow {a.grow} MiB as {parts} handle(s) of {piece >> 20} MiB: median "
+              f"{statistics.median(totals) * 1e6:7.1f} us, slowest {totals[-1] * 1e6:7.1f} us "
+              f"({a.reps} grows)", flush=True)
     return 0
 
 

@@ -98,7 +98,7 @@ for stage in "$@"; do
       run_stage diagnose bash -c 'scripts/gpu_torch.sh "$COMMIT" build >/dev/null &&
         export VMMALLOC_LIBRARY_DIR=$PWD/build-gpu-torch/allocator \
           VMMALLOC_TORCH_BUILD_DIR=$PWD/build-gpu-torch/torch-extension PYTHONPATH=$PWD/python &&
-        python3 bench/memory_speed.py --rounds 2 && python3 bench/handle_cost.py --sizes 2,16,512,1024' ;;
+        python3 bench/memory_speed.py --rounds 2 && python3 bench/handle_cost.py --sizes 2,16,512,1024 --reps 15' ;;
     *) echo "gpu_session.sh: unknown stage '$stage'" >&2; STATUS=2 ;;
   esac
 done
