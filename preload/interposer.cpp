@@ -212,7 +212,7 @@ Outcome Interposer::free_after_every_stream(const BlockInfo& info, void* ptr) no
 // cudafree:order: the free orders all later GPU work after all earlier work
 // (order_all_streams), so the block is reusable at once, in its own
 // allocation key's order. Too many non-blocking streams (a barrier would
-// cost ~3 driver calls each, per free), one of them capturing (no event may
+// cost ~6 driver calls each, per free), one of them capturing (no event may
 // be recorded on it or waited for by it), or a failed driver call: the
 // fences of free_after_every_stream instead.
 constexpr std::size_t kMaxOrderedStreams = 8;

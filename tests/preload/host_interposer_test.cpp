@@ -290,7 +290,7 @@ int run_order() {
   CHECK(cudaFree(p2) == cudaSuccess);
   fake_cuda_set_capturing(s, 0);
 
-  // Nine non-blocking streams: fences too (ordering would take ~3 driver
+  // Nine non-blocking streams: fences too (ordering would take ~6 driver
   // calls per stream at every free).
   std::vector<cudaStream_t> many(8);
   for (cudaStream_t& m : many) CHECK(cudaStreamCreateWithFlags(&m, cudaStreamNonBlocking) == cudaSuccess);
