@@ -260,6 +260,22 @@ CUresult order_all_streams(int device, std::span<const CUstream> nonblocking) no
   return rc;
 }
 
+CUresult order_new_stream(CUstream stream, int device) noexcept {
+  if (device < 0 || device >= kMaxDevices) return CUDA_ERROR_INVALID_DEVICE;
+  CUevent e = g_order_event[static_cast<std::size_t>(device)].load(std::memory_order_acquire);
+  if (e == nullptr) return CUDA_SUCCESS;  // no ordered free yet
+  const Calls* c = calls();
+  if (c == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
+  CUcontext ctx = primary_context(*c, device);
+  if (ctx == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+  CUresult rc = c->CtxPushCurrent(ctx);
+  if (rc != CUDA_SUCCESS) return rc;
+  rc = c->StreamWaitEvent(stream, e, 0);
+  CUcontext popped = nullptr;
+  (void)c->CtxPopCurrent(&popped);
+  return rc;
+}
+
 void forget_device_events(int device) noexcept {
   if (device < 0 || device >= kMaxDevices) return;
   // Not destroyed: the reset destroys the context's events itself.

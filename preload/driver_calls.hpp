@@ -55,6 +55,11 @@ CUresult order_legacy_after(CUstream stream, int device) noexcept;
 // `nonblocking` must hold every non-blocking stream of the context that
 // later work may run on, none of them capturing. cudafree:order's free.
 CUresult order_all_streams(int device, std::span<const CUstream> nonblocking) noexcept;
+// Makes `stream` (a non-blocking stream just created on `device`) wait on
+// the GPU for the legacy-stream event of the last order_all_streams call
+// there, if there was one: work on a stream made after such a free follows
+// the work before the free too. CUDA_SUCCESS when there is nothing to do.
+CUresult order_new_stream(CUstream stream, int device) noexcept;
 // The device's context is being reset (its events destroyed): forgets the
 // event order_all_streams keeps for it.
 void forget_device_events(int device) noexcept;

@@ -354,10 +354,19 @@ void Interposer::stream_created(vmm_stream_t stream, int device, unsigned int fl
   try {
     const bool released_before =
         streams_.add(stream, StreamRegistry::Info{device, (flags & CU_STREAM_NON_BLOCKING) != 0});
-    if (released_before &&
-        devices_[static_cast<std::size_t>(device)].load(std::memory_order_acquire) ==
-            DeviceState::serving) {
-      revive_stream(stream, device);
+    const bool serving = devices_[static_cast<std::size_t>(device)].load(
+                             std::memory_order_acquire) == DeviceState::serving;
+    if (released_before && serving) revive_stream(stream, device);
+    if (serving && config_.cudafree == CudaFreeMode::order && (flags & CU_STREAM_NON_BLOCKING)) {
+      // Registered first (under the registry's exclusive lock, which waits
+      // for any free ordering the streams right now): every later free
+      // includes it, and this wait covers every earlier one.
+      const CUresult rc = order_new_stream(static_cast<CUstream>(stream), device);
+      if (rc != CUDA_SUCCESS) {
+        log(LogLevel::error, "new stream %p could not be ordered after earlier frees (error %d): "
+            "memory freed before it may be reused by its work too early",
+            static_cast<void*>(stream), static_cast<int>(rc));
+      }
     }
   } catch (const std::exception& e) {
     // Out of host memory: the stream is not tracked, so cudaFree would not

@@ -278,6 +278,17 @@ int run_order() {
   CHECK(cudaMalloc(&p2, 1 << 20) == cudaSuccess);
   CHECK(p2 == p1);  // reused at once
   CHECK(cudaFree(p2) == cudaSuccess);
+  // A non-blocking stream made after an ordered free waits for it too; a
+  // blocking one follows the legacy stream anyway.
+  cudaStream_t late = nullptr;
+  cudaStream_t late_blocking = nullptr;
+  before = fake_cuda_read_counters();
+  CHECK(cudaStreamCreateWithFlags(&late, cudaStreamNonBlocking) == cudaSuccess);
+  CHECK(fake_cuda_read_counters().stream_waits == before.stream_waits + 1);
+  CHECK(cudaStreamCreateWithFlags(&late_blocking, cudaStreamDefault) == cudaSuccess);
+  CHECK(fake_cuda_read_counters().stream_waits == before.stream_waits + 1);
+  CHECK(cudaStreamDestroy(late_blocking) == cudaSuccess);
+  CHECK(cudaStreamDestroy(late) == cudaSuccess);
 
   // A capturing non-blocking stream: no event may touch it, so fences.
   fake_cuda_set_capturing(s, 1);
