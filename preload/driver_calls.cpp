@@ -186,26 +186,35 @@ bool stream_capturing(CUstream stream) noexcept {
   return status != CU_STREAM_CAPTURE_STATUS_NONE;
 }
 
-CUresult order_legacy_after(CUstream stream, int device) noexcept {
+namespace {
+
+// Runs body(calls) with `device`'s primary context current, then restores
+// the caller's; returns body's result, or why it could not run.
+template <typename Body>
+CUresult in_primary_context(int device, Body&& body) noexcept {
   const Calls* c = calls();
   if (c == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
   CUcontext ctx = primary_context(*c, device);
   if (ctx == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
   CUresult rc = c->CtxPushCurrent(ctx);
   if (rc != CUDA_SUCCESS) return rc;
-  CUevent event = nullptr;
-  rc = c->EventCreate(&event, CU_EVENT_DISABLE_TIMING);
-  if (rc == CUDA_SUCCESS) {
-    rc = c->EventRecord(event, stream);
-    if (rc == CUDA_SUCCESS) rc = c->StreamWaitEvent(nullptr, event, 0);
-    (void)c->EventDestroy(event);  // released once the wait no longer needs it
-  }
+  rc = body(*c);
   CUcontext popped = nullptr;
   (void)c->CtxPopCurrent(&popped);
   return rc;
 }
 
-namespace {
+// The legacy stream (0: these entry points have legacy semantics) waits on
+// the GPU for the work queued on `stream` so far (a transient event).
+CUresult legacy_waits_for(const Calls& c, CUstream stream) noexcept {
+  CUevent event = nullptr;
+  CUresult rc = c.EventCreate(&event, CU_EVENT_DISABLE_TIMING);
+  if (rc != CUDA_SUCCESS) return rc;
+  rc = c.EventRecord(event, stream);
+  if (rc == CUDA_SUCCESS) rc = c.StreamWaitEvent(nullptr, event, 0);
+  (void)c.EventDestroy(event);  // released once the wait no longer needs it
+  return rc;
+}
 
 // order_all_streams' legacy-stream event per device, made on first use and
 // re-recorded by every call (a wait takes the event's latest record at the
@@ -228,52 +237,34 @@ CUevent order_event(const Calls& c, int device) noexcept {
 
 }  // namespace
 
+CUresult order_legacy_after(CUstream stream, int device) noexcept {
+  return in_primary_context(device, [&](const Calls& c) { return legacy_waits_for(c, stream); });
+}
+
 CUresult order_all_streams(int device, std::span<const CUstream> nonblocking) noexcept {
-  const Calls* c = calls();
-  if (c == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
   if (device < 0 || device >= kMaxDevices) return CUDA_ERROR_INVALID_DEVICE;
-  CUcontext ctx = primary_context(*c, device);
-  if (ctx == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
-  CUresult rc = c->CtxPushCurrent(ctx);
-  if (rc != CUDA_SUCCESS) return rc;
-  // The legacy stream (0: these entry points have legacy semantics) after
-  // each non-blocking stream's work so far.
-  for (CUstream s : nonblocking) {
-    CUevent e = nullptr;
-    rc = c->EventCreate(&e, CU_EVENT_DISABLE_TIMING);
-    if (rc != CUDA_SUCCESS) break;
-    rc = c->EventRecord(e, s);
-    if (rc == CUDA_SUCCESS) rc = c->StreamWaitEvent(nullptr, e, 0);
-    (void)c->EventDestroy(e);  // released once the wait no longer needs it
-    if (rc != CUDA_SUCCESS) break;
-  }
-  // Every stream's later work after the legacy stream's work so far.
-  if (rc == CUDA_SUCCESS) {
-    CUevent e = order_event(*c, device);
-    rc = e == nullptr ? CUDA_ERROR_OUT_OF_MEMORY : c->EventRecord(e, nullptr);
-    for (std::size_t i = 0; rc == CUDA_SUCCESS && i < nonblocking.size(); ++i) {
-      rc = c->StreamWaitEvent(nonblocking[i], e, 0);
+  return in_primary_context(device, [&](const Calls& c) {
+    // The legacy stream after each non-blocking stream's work so far...
+    for (CUstream s : nonblocking) {
+      if (const CUresult rc = legacy_waits_for(c, s); rc != CUDA_SUCCESS) return rc;
     }
-  }
-  CUcontext popped = nullptr;
-  (void)c->CtxPopCurrent(&popped);
-  return rc;
+    // ...and every stream's later work after the legacy stream's so far.
+    CUevent e = order_event(c, device);
+    if (e == nullptr) return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult rc = c.EventRecord(e, nullptr);
+    for (std::size_t i = 0; rc == CUDA_SUCCESS && i < nonblocking.size(); ++i) {
+      rc = c.StreamWaitEvent(nonblocking[i], e, 0);
+    }
+    return rc;
+  });
 }
 
 CUresult order_new_stream(CUstream stream, int device) noexcept {
   if (device < 0 || device >= kMaxDevices) return CUDA_ERROR_INVALID_DEVICE;
   CUevent e = g_order_event[static_cast<std::size_t>(device)].load(std::memory_order_acquire);
   if (e == nullptr) return CUDA_SUCCESS;  // no ordered free yet
-  const Calls* c = calls();
-  if (c == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
-  CUcontext ctx = primary_context(*c, device);
-  if (ctx == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
-  CUresult rc = c->CtxPushCurrent(ctx);
-  if (rc != CUDA_SUCCESS) return rc;
-  rc = c->StreamWaitEvent(stream, e, 0);
-  CUcontext popped = nullptr;
-  (void)c->CtxPopCurrent(&popped);
-  return rc;
+  return in_primary_context(device,
+                            [&](const Calls& c) { return c.StreamWaitEvent(stream, e, 0); });
 }
 
 void forget_device_events(int device) noexcept {
@@ -283,16 +274,7 @@ void forget_device_events(int device) noexcept {
 }
 
 CUresult synchronize_device(int device) noexcept {
-  const Calls* c = calls();
-  if (c == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
-  CUcontext ctx = primary_context(*c, device);
-  if (ctx == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
-  CUresult rc = c->CtxPushCurrent(ctx);
-  if (rc != CUDA_SUCCESS) return rc;
-  rc = c->CtxSynchronize();
-  CUcontext popped = nullptr;
-  (void)c->CtxPopCurrent(&popped);
-  return rc;
+  return in_primary_context(device, [](const Calls& c) { return c.CtxSynchronize(); });
 }
 
 }  // namespace vmm::preload

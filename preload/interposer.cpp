@@ -231,8 +231,8 @@ Outcome Interposer::free_in_order(const BlockInfo& info, void* ptr) noexcept {
     for (std::size_t i = 0; i < nonblocking.size(); ++i) {
       handles[i] = static_cast<CUstream>(nonblocking[i]);
     }
-    const CUresult rc =
-        order_all_streams(info.device, std::span<const CUstream>(handles.data(), nonblocking.size()));
+    const CUresult rc = order_all_streams(
+        info.device, std::span<const CUstream>(handles.data(), nonblocking.size()));
     if (rc != CUDA_SUCCESS) {
       log(LogLevel::debug, "ordering the streams of device %d after a free failed (error %d): "
           "fences instead", info.device, static_cast<int>(rc));

@@ -304,7 +304,9 @@ int run_order() {
   // Nine non-blocking streams: fences too (ordering would take ~6 driver
   // calls per stream at every free).
   std::vector<cudaStream_t> many(8);
-  for (cudaStream_t& m : many) CHECK(cudaStreamCreateWithFlags(&m, cudaStreamNonBlocking) == cudaSuccess);
+  for (cudaStream_t& m : many) {
+    CHECK(cudaStreamCreateWithFlags(&m, cudaStreamNonBlocking) == cudaSuccess);
+  }
   before = fake_cuda_read_counters();
   CHECK(cudaMalloc(&p1, 1 << 21) == cudaSuccess);
   CHECK(cudaFree(p1) == cudaSuccess);
