@@ -453,7 +453,6 @@ void Heap::deallocate(void* ptr, Stream stream, bool own_order) {
     if (tc != nullptr && cache_push(*tc, b)) return;
   }
   std::lock_guard lock(mutex_);
-  StreamUse::Round round(use_);  // one completion query per stream
   free_locked(b);
   if (pool != 0) {
     auto it = pools_.find(pool);
@@ -779,14 +778,6 @@ void Heap::request_fences_locked(const Block* b, Stream stream) {
 
 Heap::FencedFree Heap::fenced_free_locked(PoolId pool) {
   FencedFree out;
-  std::vector<std::pair<Stream, std::uint64_t>> frontiers;  // one query per stream
-  auto frontier = [&](Stream s) {
-    for (const auto& [fs, f] : frontiers) {
-      if (fs == s) return f;
-    }
-    frontiers.emplace_back(s, use_.frontier(s));
-    return frontiers.back().second;
-  };
   for (FreeIndex& idx : pools_[pool].index) {
     for (auto& [s, set] : idx.by_stream) {
       if (s == neutral_key()) continue;
@@ -794,7 +785,7 @@ Heap::FencedFree Heap::fenced_free_locked(PoolId pool) {
         if (b->neutral) continue;
         // Not even its own stream may take it before these complete.
         bool waits = false;
-        for (Stream x : b->extra) waits = waits || b->epoch >= frontier(x);
+        for (Stream x : b->extra) waits = waits || b->epoch >= use_.frontier(x);
         if (!waits) continue;
         out.bytes += b->size;
         if (out.oldest == nullptr || b->epoch < out.oldest->epoch) out.oldest = b;

@@ -18,7 +18,6 @@
 #include <pthread.h>
 #include <unistd.h>
 
-#include <array>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -225,14 +224,9 @@ Outcome Interposer::free_in_order(const BlockInfo& info, void* ptr) noexcept {
   streams_.with_nonblocking(info.device, [&](std::span<const vmm_stream_t> nonblocking) {
     if (nonblocking.size() > kMaxOrderedStreams) return;
     for (vmm_stream_t s : nonblocking) {
-      if (stream_capturing(static_cast<CUstream>(s))) return;
+      if (stream_capturing(s)) return;
     }
-    std::array<CUstream, kMaxOrderedStreams> handles{};
-    for (std::size_t i = 0; i < nonblocking.size(); ++i) {
-      handles[i] = static_cast<CUstream>(nonblocking[i]);
-    }
-    const CUresult rc = order_all_streams(
-        info.device, std::span<const CUstream>(handles.data(), nonblocking.size()));
+    const CUresult rc = order_all_streams(info.device, nonblocking);  // vmm_stream_t is CUstream
     if (rc != CUDA_SUCCESS) {
       log(LogLevel::debug, "ordering the streams of device %d after a free failed (error %d): "
           "fences instead", info.device, static_cast<int>(rc));
