@@ -260,6 +260,26 @@ int run_sync() {
   return g_failures;
 }
 
+// One cudaFree under cudafree:order: how many stream waits it queued, and
+// whether the next allocation of the same size got the freed block back.
+struct FreeThenAllocate {
+  unsigned long stream_waits = 0;
+  bool reused = false;
+};
+
+FreeThenAllocate free_then_allocate(std::size_t bytes) {
+  void* p1 = nullptr;
+  void* p2 = nullptr;
+  CHECK(cudaMalloc(&p1, bytes) == cudaSuccess && served(p1));
+  const fake_cuda_counters before = fake_cuda_read_counters();
+  CHECK(cudaFree(p1) == cudaSuccess && !served(p1));
+  const fake_cuda_counters after = fake_cuda_read_counters();
+  CHECK(after.synchronizations == before.synchronizations);
+  CHECK(cudaMalloc(&p2, bytes) == cudaSuccess);
+  CHECK(cudaFree(p2) == cudaSuccess);
+  return {after.stream_waits - before.stream_waits, p2 == p1};
+}
+
 // cudafree:order: a cudaFree orders every stream's later work after all
 // earlier work on the GPU (events and stream waits), so the block is
 // reusable at once; a capturing non-blocking stream, or more than eight,
@@ -267,22 +287,15 @@ int run_sync() {
 int run_order() {
   cudaStream_t s = nullptr;
   CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
-  void* p1 = nullptr;
-  void* p2 = nullptr;
-  fake_cuda_counters before = fake_cuda_read_counters();
-  CHECK(cudaMalloc(&p1, 1 << 20) == cudaSuccess && served(p1));
-  CHECK(cudaFree(p1) == cudaSuccess && !served(p1));
-  // The legacy stream waits for s, then s for the legacy stream.
-  CHECK(fake_cuda_read_counters().stream_waits == before.stream_waits + 2);
-  CHECK(fake_cuda_read_counters().synchronizations == before.synchronizations);
-  CHECK(cudaMalloc(&p2, 1 << 20) == cudaSuccess);
-  CHECK(p2 == p1);  // reused at once
-  CHECK(cudaFree(p2) == cudaSuccess);
+  // The legacy stream waits for s, then s for the legacy stream; reused at once.
+  FreeThenAllocate r = free_then_allocate(1 << 20);
+  CHECK(r.stream_waits == 2);
+  CHECK(r.reused);
   // A non-blocking stream made after an ordered free waits for it too; a
   // blocking one follows the legacy stream anyway.
   cudaStream_t late = nullptr;
   cudaStream_t late_blocking = nullptr;
-  before = fake_cuda_read_counters();
+  const fake_cuda_counters before = fake_cuda_read_counters();
   CHECK(cudaStreamCreateWithFlags(&late, cudaStreamNonBlocking) == cudaSuccess);
   CHECK(fake_cuda_read_counters().stream_waits == before.stream_waits + 1);
   CHECK(cudaStreamCreateWithFlags(&late_blocking, cudaStreamDefault) == cudaSuccess);
@@ -292,13 +305,9 @@ int run_order() {
 
   // A capturing non-blocking stream: no event may touch it, so fences.
   fake_cuda_set_capturing(s, 1);
-  before = fake_cuda_read_counters();
-  CHECK(cudaMalloc(&p1, 1 << 20) == cudaSuccess);
-  CHECK(cudaFree(p1) == cudaSuccess);
-  CHECK(fake_cuda_read_counters().stream_waits == before.stream_waits);
-  CHECK(cudaMalloc(&p2, 1 << 20) == cudaSuccess);
-  CHECK(p2 != p1);
-  CHECK(cudaFree(p2) == cudaSuccess);
+  r = free_then_allocate(1 << 20);
+  CHECK(r.stream_waits == 0);
+  CHECK(!r.reused);
   fake_cuda_set_capturing(s, 0);
 
   // Nine non-blocking streams: fences too (ordering would take ~6 driver
@@ -307,26 +316,18 @@ int run_order() {
   for (cudaStream_t& m : many) {
     CHECK(cudaStreamCreateWithFlags(&m, cudaStreamNonBlocking) == cudaSuccess);
   }
-  before = fake_cuda_read_counters();
-  CHECK(cudaMalloc(&p1, 1 << 21) == cudaSuccess);
-  CHECK(cudaFree(p1) == cudaSuccess);
-  CHECK(fake_cuda_read_counters().stream_waits == before.stream_waits);
-  CHECK(cudaMalloc(&p2, 1 << 21) == cudaSuccess);
-  CHECK(p2 != p1);
-  CHECK(cudaFree(p2) == cudaSuccess);
+  r = free_then_allocate(1 << 21);
+  CHECK(r.stream_waits == 0);
+  CHECK(!r.reused);
   for (cudaStream_t m : many) CHECK(cudaStreamDestroy(m) == cudaSuccess);
 
   // Back to one: ordered again, and a blocking stream needs no wait of its
   // own (it follows the legacy stream's event).
   cudaStream_t blocking = nullptr;
   CHECK(cudaStreamCreateWithFlags(&blocking, cudaStreamDefault) == cudaSuccess);
-  before = fake_cuda_read_counters();
-  CHECK(cudaMalloc(&p1, 1 << 22) == cudaSuccess);
-  CHECK(cudaFree(p1) == cudaSuccess);
-  CHECK(fake_cuda_read_counters().stream_waits == before.stream_waits + 2);
-  CHECK(cudaMalloc(&p2, 1 << 22) == cudaSuccess);
-  CHECK(p2 == p1);
-  CHECK(cudaFree(p2) == cudaSuccess);
+  r = free_then_allocate(1 << 22);
+  CHECK(r.stream_waits == 2);
+  CHECK(r.reused);
   CHECK(cudaStreamDestroy(blocking) == cudaSuccess);
   CHECK(cudaStreamDestroy(s) == cudaSuccess);
   return g_failures;
