@@ -56,6 +56,7 @@ import subprocess
 import sys
 import time
 
+from device_memory import DEFAULT_HZ
 from run_info import device_info, git_commit
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -266,7 +267,7 @@ def main(bench: str = "torch_train", description: str | None = None) -> int:
     ap.add_argument("--preload-lib", type=pathlib.Path, default=PRELOAD_LIB,
                     help="libvmmalloc_preload.so for vmmalloc-preload")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per run")
-    ap.add_argument("--sample-hz", type=float, default=2000,
+    ap.add_argument("--sample-hz", type=float, default=DEFAULT_HZ,
                     help="memory sampler readings per second (0: as fast as it goes; default %(default)s)")
     ap.add_argument("--step-times", action="store_true",
                     help="print each timed step's GPU time (events between steps) and host time")

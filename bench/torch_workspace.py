@@ -45,6 +45,7 @@ import subprocess
 import sys
 import time
 
+from device_memory import DEFAULT_HZ
 from run_info import device_info, git_commit
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -225,7 +226,7 @@ def main() -> int:
     ap.add_argument("--commit", default=None, help="git sha the tree was built from (default: git)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "torch_workspace.json"))
     ap.add_argument("--timeout", type=float, default=600, help="seconds per system")
-    ap.add_argument("--sample-hz", type=float, default=2000,
+    ap.add_argument("--sample-hz", type=float, default=DEFAULT_HZ,
                     help="memory sampler readings per second (0: as fast as it goes; default %(default)s)")
     args = ap.parse_args()
     args.sizes_text = args.sizes
