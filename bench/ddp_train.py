@@ -152,7 +152,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs per system, alternating (>= 3)")
     ap.add_argument("--nproc", type=int, default=2, help="ranks (GPUs)")
     ap.add_argument("--warmup", type=int, default=6)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=60, help="timed steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)

@@ -256,7 +256,7 @@ def main(bench: str = "torch_train", description: str | None = None) -> int:
     ap = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5, help="runs per system, alternating (>= 3)")
     ap.add_argument("--warmup", type=int, default=6, help="untimed steps first")
-    ap.add_argument("--steps", type=int, default=20, help="timed steps")
+    ap.add_argument("--steps", type=int, default=60, help="timed steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", type=int, default=0)
     ap.add_argument("--systems", default=",".join(BENCHES[bench]), help="comma-separated subset")
