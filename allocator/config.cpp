@@ -516,12 +516,13 @@ constexpr Option kOptions[] = {
      [](const Config&) {},
      [](const Config& c) { return format_switch(c.print_stats); }},
 
-    {{"cudafree", "fence/sync/order", "fence",
-      "What cudaFree and cuMemFree of vmmalloc memory do under the LD_PRELOAD interposer: fence "
-      "(wait for nothing; the memory is reused once fences on every stream of its device "
-      "complete), sync (synchronize the device first, as CUDA does) or order (order every later "
-      "operation on the device's streams after every earlier one, on the GPU; the memory is "
-      "reused at once)."},
+    {{"cudafree", "order/fence/sync", "order",
+      "What cudaFree and cuMemFree of vmmalloc memory do under the LD_PRELOAD interposer: order "
+      "(order every later operation on the device's streams after every earlier one, on the "
+      "GPU; the memory is reused at once; falls back to fence with more than 8 non-blocking "
+      "streams or a capturing one), fence (wait for nothing; the memory is reused once fences "
+      "on every stream of its device complete) or sync (synchronize the device first, as CUDA "
+      "does)."},
      "one of fence, sync, order",
      [](Config& c, std::string_view v) {
        v = trim(v);

@@ -17,9 +17,10 @@ baseline read, so NCCL's own buffers are outside every system's figure;
 peak_device_bytes = that GPU's device memory in use at most during the run
 minus the baseline. Runs alternate (A B C A B C ...), --runs of each.
 
-The row (BENCH.md's format): system, tokens_per_s (all ranks' tokens per
-second, the median run), tokens_per_s_runs, peak_device_bytes (the largest
-rank's, the largest run), peak_device_bytes_per_rank (each rank's largest).
+The row (BENCH.md's format): system, world_size (ranks), tokens_per_s (all
+ranks' tokens per second, the median run), tokens_per_s_runs,
+peak_device_bytes_max_rank (the largest rank's peak, the largest run), and
+peak_device_bytes_per_rank (each rank's largest).
 
     PYTHONPATH=python python3 bench/ddp_train.py --commit "$(git rev-parse HEAD)"
 
@@ -181,9 +182,11 @@ def main() -> int:
     for s in systems:
         tps = [r["tokens_per_s"] for r in runs[s]]
         per_rank = [max(r["peak_per_rank"][k] for r in runs[s]) for k in range(args.nproc)]
-        rows.append({"system": s, "tokens_per_s": round(statistics.median(tps)),
+        rows.append({"system": s, "world_size": args.nproc,
+                     "tokens_per_s": round(statistics.median(tps)),
                      "tokens_per_s_runs": [round(x) for x in tps],
-                     "peak_device_bytes": max(per_rank), "peak_device_bytes_per_rank": per_rank})
+                     "peak_device_bytes_max_rank": max(per_rank),
+                     "peak_device_bytes_per_rank": per_rank})
     device, driver = device_info()
     doc = {
         "bench": "ddp_train",

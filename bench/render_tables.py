@@ -413,7 +413,7 @@ def ddp_train_verdict(doc: dict) -> list[str]:
         checks.append((ratio >= DDP_MIN_SPEED,
                        f"tokens/s {float(vm['tokens_per_s']):,.0f}, {ratio:.4f}x `torch-default`'s "
                        f"{float(default['tokens_per_s']):,.0f} (target >= {DDP_MIN_SPEED})"))
-        mine, theirs = int(vm["peak_device_bytes"]), int(exp["peak_device_bytes"])
+        mine, theirs = int(vm["peak_device_bytes_max_rank"]), int(exp["peak_device_bytes_max_rank"])
         checks.append((mine <= theirs, f"peak device memory (largest rank) {fmt_bytes(mine)} vs "
                                        f"`torch-expandable`'s {fmt_bytes(theirs)} (target <=)"))
     met = all(ok for ok, _ in checks)

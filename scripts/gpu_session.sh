@@ -17,7 +17,7 @@
 #   torch        scripts/gpu_torch.sh (tests, both benchmarks, pip check)
 #   torch-bench  scripts/gpu_torch.sh, the two benchmarks only (~4.5 min)
 #   preload-bench  bench/preload.py (PyTorch under the interposer)
-#   preload-order  bench/preload.py with cudafree:order, to $OUT only (a probe)
+#   preload-fence  bench/preload.py with cudafree:fence (not the default), to $OUT only
 #   multi        scripts/gpu_multi.sh (needs 2 GPUs)
 #   ddp          bench/ddp_train.py (needs 2 GPUs)
 #   diagnose     the adapter built, then bench/memory_speed.py and
@@ -84,12 +84,12 @@ for stage in "$@"; do
           -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null &&
         cmake --build build-gpu -j "$JOBS" --target vmmalloc_preload vmmalloc >/dev/null &&
         python3 bench/preload.py --commit "$COMMIT" && cp bench/results/preload.json "$OUT/"' ;;
-    preload-order)
-      run_stage preload-order bash -c 'cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    preload-fence)
+      run_stage preload-fence bash -c 'cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo \
           -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null &&
         cmake --build build-gpu -j "$JOBS" --target vmmalloc_preload vmmalloc >/dev/null &&
-        python3 bench/preload.py --commit "$COMMIT" --vmmalloc-conf cudafree:order \
-          --out "$OUT/preload_order.json"' ;;
+        python3 bench/preload.py --commit "$COMMIT" --vmmalloc-conf cudafree:fence \
+          --out "$OUT/preload_fence.json"' ;;
     multi) run_stage multi scripts/gpu_multi.sh ;;
     ddp)
       run_stage ddp bash -c 'python3 bench/ddp_train.py --commit "$COMMIT" &&

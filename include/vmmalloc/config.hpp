@@ -94,16 +94,16 @@ struct VMM_API Config {
   // library itself does not read these two.
   // [print_stats] Print a summary of what the interposer served at exit.
   bool print_stats = false;
-  // [cudafree] fence: a cudaFree/cuMemFree of vmmalloc memory waits for
-  // nothing, and the memory is reused only once fences on the legacy stream
+  // [cudafree] order (the default): the free orders every later operation
+  // on every stream of the device after every earlier one, on the GPU
+  // (events and stream waits; the host waits for nothing), and the memory is
+  // reused at once; with more than 8 non-blocking streams, or one of them
+  // capturing, a free falls back to fence. fence: a cudaFree/cuMemFree of
+  // vmmalloc memory waits for nothing, and the memory is reused only once fences on the legacy stream
   // and on every non-blocking stream of its device, recorded after the free,
   // have completed. sync: the free first synchronizes the device, as CUDA's
-  // own cudaFree does. order: the free orders every later operation on every
-  // stream of the device after every earlier one, on the GPU (events and
-  // stream waits; the host waits for nothing), and the memory is reused at
-  // once; with more than 8 non-blocking streams, or one of them capturing, a
-  // free falls back to fence.
-  CudaFreeMode cudafree = CudaFreeMode::fence;
+  // own cudaFree does.
+  CudaFreeMode cudafree = CudaFreeMode::order;
 
   // 2 MiB, 4 MiB, ... 1 GiB.
   static std::vector<std::size_t> default_chunk_sizes();

@@ -183,7 +183,7 @@ TEST_CASE("config: defaults", "[config]") {
             ",peer_access:none"
             ",live_socket:on,live_socket_dir:/tmp,snapshot_at_exit:,snapshot_on_oom:"
             ",allocation_events:off,event_ring_size:4096"
-            ",print_stats:off,cudafree:fence");
+            ",print_stats:off,cudafree:order");
 }
 
 TEST_CASE("config: empty strings and empty segments give the defaults", "[config]") {

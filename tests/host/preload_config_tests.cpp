@@ -24,13 +24,13 @@ std::string config_error(const std::string& conf) {
 
 }  // namespace
 
-TEST_CASE("config: interposer options default to off and fence", "[config][preload]") {
+TEST_CASE("config: interposer options default to off and order", "[config][preload]") {
   const Config c;
   CHECK_FALSE(c.print_stats);
-  CHECK(c.cudafree == CudaFreeMode::fence);
+  CHECK(c.cudafree == CudaFreeMode::order);
   const std::string text = c.to_string();
   CHECK(text.find(",print_stats:off") != std::string::npos);
-  CHECK(text.find(",cudafree:fence") != std::string::npos);
+  CHECK(text.find(",cudafree:order") != std::string::npos);
 }
 
 TEST_CASE("config: print_stats accepts on/off, true/false, 1/0 in any case", "[config][preload]") {

@@ -6,7 +6,7 @@
 // blocks: the program and the interposer share libvmmalloc.so's state) and
 // which reach the "driver" untouched (the fake owns the pointer).
 //
-//   host_interposer_test serve        everything but the modes below
+//   host_interposer_test serve        everything but the modes below (cudafree:fence)
 //   host_interposer_test sync         cudafree:sync synchronizes
 //   host_interposer_test order        cudafree:order orders on the GPU, reuses at once
 //   host_interposer_test fork         a forked child forwards and exits
@@ -116,7 +116,7 @@ void check_serving() {
   std::memset(p, 0x5a, 1000);  // host memory on the host backend
   CHECK(cudaFree(p) == cudaSuccess);
   CHECK(!served(p));
-  // cudafree:fence (the default) never synchronizes.
+  // cudafree:fence (this case's mode) never synchronizes.
   CHECK(fake_cuda_read_counters().synchronizations == before.synchronizations);
 
   // A double free gets CUDA's answer (the fake refuses unknown pointers).
