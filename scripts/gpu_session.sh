@@ -15,8 +15,10 @@
 #   replay       bench/replay.py over every trace
 #   growth       bench/workspace_growth
 #   torch        scripts/gpu_torch.sh (tests, both benchmarks, pip check)
-#   torch-bench  scripts/gpu_torch.sh, the two benchmarks only (~4.5 min)
-#   preload-bench  bench/preload.py (PyTorch under the interposer)
+#   torch-bench  scripts/gpu_torch.sh, the two benchmarks only (~9 min since
+#                torch_train times 60 steps: give it a call of its own)
+#   preload-bench  bench/preload.py (PyTorch under the interposer; several minutes:
+#                15 runs of 60 timed steps, torch-nocache's slow)
 #   preload-fence  bench/preload.py with cudafree:fence (not the default), to $OUT only
 #   multi        scripts/gpu_multi.sh (needs 2 GPUs)
 #   ddp          bench/ddp_train.py (needs 2 GPUs)

@@ -99,10 +99,10 @@ struct VMM_API Config {
   // (events and stream waits; the host waits for nothing), and the memory is
   // reused at once; with more than 8 non-blocking streams, or one of them
   // capturing, a free falls back to fence. fence: a cudaFree/cuMemFree of
-  // vmmalloc memory waits for nothing, and the memory is reused only once fences on the legacy stream
-  // and on every non-blocking stream of its device, recorded after the free,
-  // have completed. sync: the free first synchronizes the device, as CUDA's
-  // own cudaFree does.
+  // vmmalloc memory waits for nothing, and the memory is reused only once
+  // fences on the legacy stream and on every non-blocking stream of its
+  // device, recorded after the free, have completed. sync: the free first
+  // synchronizes the device, as CUDA's own cudaFree does.
   CudaFreeMode cudafree = CudaFreeMode::order;
 
   // 2 MiB, 4 MiB, ... 1 GiB.
