@@ -6,7 +6,10 @@
 # files a call; the scripts below write more than that between them.
 #
 # Usage: COMMIT=<sha> scripts/gpu_session.sh STAGE...
-#   suite        scripts/gpu_suite.sh STEPS=ctest
+#   suite        scripts/gpu_suite.sh STEPS=ctest (every test, pytest included:
+#                over 4.5 min on the x2; give it a call of its own)
+#   gpu-quick    only the GPU C++ cases: vmm_gpu_tests and ctest '^preload:'
+#                (about 1 min with the build)
 #   sanitizers   scripts/gpu_suite.sh STEPS=memcheck,racecheck,synccheck
 #   reliability  scripts/gpu_reliability.sh (ctest + figures; reliability-figures: figures only)
 #   preload      scripts/gpu_preload.sh (preload-ctest: its build and ctest only)
@@ -58,6 +61,13 @@ run_stage() {  # run_stage NAME COMMAND...: output in NAME/console.log
 for stage in "$@"; do
   case "$stage" in
     suite) run_stage suite env STEPS=ctest scripts/gpu_suite.sh ;;
+    gpu-quick)
+      run_stage gpu-quick bash -c 'cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+          -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null &&
+        cmake --build build-gpu -j "$JOBS" --target vmm_gpu_tests vmmalloc_preload \
+          vmm_preload_check_shared vmm_preload_check_static vmm_preload_host_test \
+          vmm_preload_inert_test vmm_preload_local_runtime_test >/dev/null &&
+        build-gpu/tests/vmm_gpu_tests && ctest --test-dir build-gpu -R "^preload:" --output-on-failure' ;;
     sanitizers) run_stage sanitizers env STEPS=memcheck,racecheck,synccheck scripts/gpu_suite.sh ;;
     reliability) run_stage reliability scripts/gpu_reliability.sh ;;
     reliability-figures) run_stage reliability-figures env STEPS=build,figures scripts/gpu_reliability.sh ;;
