@@ -27,7 +27,11 @@
 #   ddp          bench/ddp_train.py (needs 2 GPUs)
 #   diagnose     the adapter built, then bench/memory_speed.py and
 #                bench/handle_cost.py (diagnostics, ~2 min)
-# Environment: COMMIT (required: the device's copy has no .git), JOBS.
+# Environment: COMMIT (required: the device's copy has no .git), JOBS, and
+# LIMIT_S: the seconds the whole call may take (e.g. 570 under the device's
+# 600 s limit). Each stage is then stopped (timeout, its process group
+# killed) 15 s before that, and a stage that would start with under 30 s left
+# is skipped, so the results tarball always holds every finished stage.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 : "${COMMIT:?set COMMIT to the commit the tree is}"
@@ -49,9 +53,21 @@ run_stage() {  # run_stage NAME COMMAND...: output in NAME/console.log
   local dir="$STAGING/$name"
   mkdir -p "$dir"
   local t0=$SECONDS
+  local limit=()
+  if [ -n "${LIMIT_S:-}" ]; then
+    local left=$((LIMIT_S - SECONDS - 15))
+    if [ "$left" -lt 30 ]; then
+      echo "$name: skipped, ${left} s left of LIMIT_S=$LIMIT_S" | tee -a "$STAGING/stages.txt"
+      STATUS=1
+      pack
+      return
+    fi
+    limit=(timeout -k 5 "$left")
+  fi
   echo "=== stage $name: $*"
-  OUT="$dir" "$@" >"$dir/console.log" 2>&1
+  OUT="$dir" "${limit[@]}" "$@" >"$dir/console.log" 2>&1
   local rc=$?
+  [ "$rc" -eq 124 ] && echo "(stopped by LIMIT_S after $((SECONDS - t0)) s)" >>"$dir/console.log"
   echo "$name: exit $rc, $((SECONDS - t0)) s" | tee -a "$STAGING/stages.txt"
   tail -n 15 "$dir/console.log"
   [ "$rc" -eq 0 ] || STATUS=1
