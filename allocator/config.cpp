@@ -143,18 +143,35 @@ LogLevel parse_log_level(std::string_view text) {
   throw BadValue{""};
 }
 
-BackendKind parse_backend(std::string_view text) {
-  for (const auto& entry : kBackendNames) {
+constexpr std::array<EnumName<CudaFreeMode>, 3> kCudaFreeNames{{
+    {"fence", CudaFreeMode::fence},
+    {"sync", CudaFreeMode::sync},
+    {"order", CudaFreeMode::order},
+}};
+
+// The value of `table` named `text` (any case, blanks around it ignored).
+template <typename E, std::size_t N>
+E parse_named(const std::array<EnumName<E>, N>& table, std::string_view text) {
+  for (const auto& entry : table) {
     if (equals_nocase(trim(text), entry.name)) return entry.value;
   }
   throw BadValue{""};
 }
 
-std::string format_backend(BackendKind kind) {
-  for (const auto& entry : kBackendNames) {
-    if (entry.value == kind) return entry.name;
+// The name of `value` in `table`, or null if it has none (a value set from
+// code that validate() rejects).
+template <typename E, std::size_t N>
+const char* name_in(const std::array<EnumName<E>, N>& table, E value) noexcept {
+  for (const auto& entry : table) {
+    if (entry.value == value) return entry.name;
   }
-  return std::to_string(static_cast<int>(kind));  // only from code; validate() rejects it
+  return nullptr;
+}
+
+template <typename E, std::size_t N>
+std::string format_named(const std::array<EnumName<E>, N>& table, E value) {
+  const char* name = name_in(table, value);
+  return name != nullptr ? name : std::to_string(static_cast<int>(value));
 }
 
 // peer_access: none, all, or device ordinals joined with '+'.
@@ -424,13 +441,13 @@ constexpr Option kOptions[] = {
       "auto: the CUDA driver where a GPU is usable, else the host backend; cuda: fail if no GPU "
       "is usable; host: host memory standing in for a device (tests, machines without a GPU)."},
      "one of auto, cuda, host",
-     [](Config& c, std::string_view v) { c.backend = parse_backend(v); },
+     [](Config& c, std::string_view v) { c.backend = parse_named(kBackendNames, v); },
      [](const Config& c) {
        if (static_cast<unsigned>(c.backend) > static_cast<unsigned>(BackendKind::host)) {
          throw BadValue{"not a backend"};
        }
      },
-     [](const Config& c) { return format_backend(c.backend); }},
+     [](const Config& c) { return format_named(kBackendNames, c.backend); }},
 
     {{"host_device_memory", "size", "16G",
       "Total memory of the device the host backend simulates; at least 2M."},
@@ -524,32 +541,11 @@ constexpr Option kOptions[] = {
       "on every stream of its device complete) or sync (synchronize the device first, as CUDA "
       "does)."},
      "one of fence, sync, order",
-     [](Config& c, std::string_view v) {
-       v = trim(v);
-       if (equals_nocase(v, "fence")) {
-         c.cudafree = CudaFreeMode::fence;
-       } else if (equals_nocase(v, "sync")) {
-         c.cudafree = CudaFreeMode::sync;
-       } else if (equals_nocase(v, "order")) {
-         c.cudafree = CudaFreeMode::order;
-       } else {
-         throw BadValue{""};
-       }
-     },
+     [](Config& c, std::string_view v) { c.cudafree = parse_named(kCudaFreeNames, v); },
      [](const Config& c) {
-       if (c.cudafree != CudaFreeMode::fence && c.cudafree != CudaFreeMode::sync &&
-           c.cudafree != CudaFreeMode::order) {
-         throw BadValue{"not a cudafree mode"};
-       }
+       if (name_in(kCudaFreeNames, c.cudafree) == nullptr) throw BadValue{"not a cudafree mode"};
      },
-     [](const Config& c) -> std::string {
-       switch (c.cudafree) {
-         case CudaFreeMode::fence: return "fence";
-         case CudaFreeMode::sync: return "sync";
-         case CudaFreeMode::order: return "order";
-       }
-       return std::to_string(static_cast<int>(c.cudafree));  // only from code; check rejects it
-     }},
+     [](const Config& c) { return format_named(kCudaFreeNames, c.cudafree); }},
 };
 
 constexpr auto kOptionInfos = [] {
@@ -645,6 +641,11 @@ Config Config::parse(std::string_view conf) {
 Config Config::from_environment() {
   const char* conf = std::getenv(kEnvVar);
   return conf == nullptr ? Config{} : parse(conf);
+}
+
+const char* cudafree_mode_name(CudaFreeMode mode) noexcept {
+  const char* name = name_in(kCudaFreeNames, mode);
+  return name != nullptr ? name : "?";
 }
 
 std::string Config::to_string() const {

@@ -120,7 +120,7 @@ DeviceState Interposer::start_device(int device) noexcept {
       state = DeviceState::serving;
       log(LogLevel::info, "device %d: vmmalloc serves cudaMalloc, cuMemAlloc and stream-ordered "
           "allocations (cudafree:%s)", device,
-          cudafree_name(config_.cudafree));
+          cudafree_mode_name(config_.cudafree));
     } else if (config_.backend == BackendKind::host) {
       // The host backend was asked for: its memory stands in for device memory
       // (tests on machines without a GPU). Kernels cannot use it.
@@ -243,15 +243,6 @@ Outcome Interposer::free_in_order(const BlockInfo& info, void* ptr) noexcept {
   if (!ordered) return free_after_every_stream(info, ptr);
   if (outcome == Outcome::served) count(ordered_frees_);
   return outcome;
-}
-
-const char* cudafree_name(CudaFreeMode mode) noexcept {
-  switch (mode) {
-    case CudaFreeMode::fence: return "fence";
-    case CudaFreeMode::sync: return "sync";
-    case CudaFreeMode::order: return "order";
-  }
-  return "?";
 }
 
 Outcome Interposer::free_device_ordered(FreeCall call, void* ptr) noexcept {

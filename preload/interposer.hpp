@@ -64,9 +64,6 @@ enum class DeviceState : int {
   reset,      // cudaDeviceReset destroyed its context: forwarded from then on
 };
 
-// "fence", "sync" or "order": the cudafree setting as written.
-const char* cudafree_name(CudaFreeMode mode) noexcept;
-
 // Counters, for print_stats and tests.
 struct InterposerReport {
   std::array<std::uint64_t, static_cast<int>(AllocCall::count_)> served_allocations{};

@@ -55,7 +55,7 @@ void write_report(const InterposerReport& r, const Config& config) noexcept {
     char buf[512];
 
     line(std::string("LD_PRELOAD interposer summary (cudafree:") +
-         cudafree_name(config.cudafree) + ")");
+         cudafree_mode_name(config.cudafree) + ")");
     std::string calls;
     for (int i = 0; i < static_cast<int>(AllocCall::count_); ++i) {
       if (!calls.empty()) calls += ", ";

@@ -151,4 +151,8 @@ struct OptionInfo {
 // Every option, in the order to_string() prints them.
 VMM_API std::span<const OptionInfo> config_options();
 
+// The cudafree value as VMMALLOC_CONF writes it ("fence", "sync", "order"),
+// or "?" for a value no mode has.
+VMM_API const char* cudafree_mode_name(CudaFreeMode mode) noexcept;
+
 }  // namespace vmm

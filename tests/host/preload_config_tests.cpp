@@ -53,6 +53,16 @@ TEST_CASE("config: cudafree accepts fence, sync and order in any case", "[config
   CHECK(Config::parse(" cudafree : Fence ").cudafree == CudaFreeMode::fence);
 }
 
+TEST_CASE("config: cudafree_mode_name names each mode as VMMALLOC_CONF writes it",
+          "[config][preload]") {
+  for (CudaFreeMode mode : {CudaFreeMode::fence, CudaFreeMode::sync, CudaFreeMode::order}) {
+    const std::string name = cudafree_mode_name(mode);
+    INFO(name);
+    CHECK(Config::parse("cudafree:" + name).cudafree == mode);
+  }
+  CHECK(std::string(cudafree_mode_name(static_cast<CudaFreeMode>(9))) == "?");
+}
+
 TEST_CASE("config: interposer options round-trip through to_string", "[config][preload]") {
   Config c;
   c.print_stats = true;
