@@ -180,7 +180,7 @@ def worker(system: str, sizes: list[int], work_ms: float, device: int, sample_hz
     }
     if grow_ms:
         # The rest of a resize is .tensor(): time it alone (no grow, no
-        # queued work), and its C++ call alone, for the print.
+        # queued work), for the print.
         def median_us(fn, reps=200):
             times = []
             for _ in range(reps):
@@ -191,10 +191,9 @@ def worker(system: str, sizes: list[int], work_ms: float, device: int, sample_hz
 
         n = sizes[-1]
         tensor_us = median_us(lambda: workspace.tensor((n,), torch.uint8))
-        bytes_us = median_us(lambda: workspace._ws.bytes(0, n))
         print(f"torch_workspace: {system}: of which Workspace.grow "
               f"{', '.join(f'{x:.3f}' for x in grow_ms[1:])} ms; Workspace.tensor alone "
-              f"{tensor_us:.1f} us (median of 200), its C++ view {bytes_us:.1f} us",
+              f"{tensor_us:.1f} us (median of 200)",
               file=sys.stderr, flush=True)
     print(f"torch_workspace: {system}: first allocation {first_ms:.3f} ms; resizes "
           f"{', '.join(f'{x:.3f}' for x in resize_ms)} ms; waited {waited}; queued work measured "
