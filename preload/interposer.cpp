@@ -183,27 +183,39 @@ bool Interposer::owns(const void* ptr) const noexcept {
   }
 }
 
-Outcome Interposer::free_after_every_stream(const BlockInfo& info, void* ptr) noexcept {
-  // Marks the block as used on the legacy stream and every non-blocking
-  // stream of its device, then frees it in its own order - all under the
-  // stream registry's shared lock, so no stream named here is released
-  // before the free is stamped.
+// The block's owner, or null after logging that vmmalloc has no live block
+// at `ptr` although the interposer handed it out.
+Allocator* Interposer::owner_or_report(const BlockInfo& info, void* ptr) noexcept {
   Allocator* owner = Allocator::owner_of(ptr);
   if (owner == nullptr) {
     log(LogLevel::error, "%p was handed out by %s but vmmalloc has no live block there", ptr,
         alloc_call_name(info.call));
+  }
+  return owner;
+}
+
+// Marks the block as used on the legacy stream and on each of `nonblocking`,
+// then frees it in its own order. Called under the stream registry's shared
+// lock, so no stream named here is released before the free is stamped.
+Outcome Interposer::fence_and_free(Allocator& owner, void* ptr,
+                                   std::span<const vmm_stream_t> nonblocking) noexcept {
+  try {
+    owner.record_stream(ptr, nullptr);  // the legacy stream, and through it every blocking one
+    for (vmm_stream_t s : nonblocking) owner.record_stream(ptr, s);
+    owner.deallocate(ptr);
+  } catch (const std::exception& e) {
+    log(LogLevel::error, "freeing %p in vmmalloc failed: %s", ptr, e.what());
     return Outcome::invalid_value;
   }
+  return Outcome::served;
+}
+
+Outcome Interposer::free_after_every_stream(const BlockInfo& info, void* ptr) noexcept {
+  Allocator* owner = owner_or_report(info, ptr);
+  if (owner == nullptr) return Outcome::invalid_value;
   Outcome outcome = Outcome::served;
   streams_.with_nonblocking(info.device, [&](std::span<const vmm_stream_t> nonblocking) {
-    try {
-      owner->record_stream(ptr, nullptr);  // the legacy stream, and through it every blocking one
-      for (vmm_stream_t s : nonblocking) owner->record_stream(ptr, s);
-      owner->deallocate(ptr);
-    } catch (const std::exception& e) {
-      log(LogLevel::error, "freeing %p in vmmalloc failed: %s", ptr, e.what());
-      outcome = Outcome::invalid_value;
-    }
+    outcome = fence_and_free(*owner, ptr, nonblocking);
   });
   return outcome;
 }
@@ -213,23 +225,30 @@ Outcome Interposer::free_after_every_stream(const BlockInfo& info, void* ptr) no
 // allocation key's order. Too many non-blocking streams (a barrier would
 // cost ~6 driver calls each, per free), one of them capturing (no event may
 // be recorded on it or waited for by it), or a failed driver call: the
-// fences of free_after_every_stream instead.
+// fences of free_after_every_stream instead, under the same lock.
 constexpr std::size_t kMaxOrderedStreams = 8;
 
 Outcome Interposer::free_in_order(const BlockInfo& info, void* ptr) noexcept {
-  Allocator* owner = Allocator::owner_of(ptr);
-  if (owner == nullptr) return free_after_every_stream(info, ptr);  // reports it
+  Allocator* owner = owner_or_report(info, ptr);
+  if (owner == nullptr) return Outcome::invalid_value;
   bool ordered = false;
   Outcome outcome = Outcome::served;
   streams_.with_nonblocking(info.device, [&](std::span<const vmm_stream_t> nonblocking) {
-    if (nonblocking.size() > kMaxOrderedStreams) return;
-    for (vmm_stream_t s : nonblocking) {
-      if (stream_capturing(s)) return;
-    }
-    const CUresult rc = order_all_streams(info.device, nonblocking);  // vmm_stream_t is CUstream
-    if (rc != CUDA_SUCCESS) {
-      log(LogLevel::debug, "ordering the streams of device %d after a free failed (error %d): "
-          "fences instead", info.device, static_cast<int>(rc));
+    auto can_order = [&] {
+      if (nonblocking.size() > kMaxOrderedStreams) return false;
+      for (vmm_stream_t s : nonblocking) {
+        if (stream_capturing(s)) return false;
+      }
+      const CUresult rc = order_all_streams(info.device, nonblocking);  // vmm_stream_t is CUstream
+      if (rc != CUDA_SUCCESS) {
+        log(LogLevel::debug, "ordering the streams of device %d after a free failed (error %d): "
+            "fences instead", info.device, static_cast<int>(rc));
+        return false;
+      }
+      return true;
+    };
+    if (!can_order()) {
+      outcome = fence_and_free(*owner, ptr, nonblocking);
       return;
     }
     ordered = true;
@@ -240,8 +259,7 @@ Outcome Interposer::free_in_order(const BlockInfo& info, void* ptr) noexcept {
       outcome = Outcome::invalid_value;
     }
   });
-  if (!ordered) return free_after_every_stream(info, ptr);
-  if (outcome == Outcome::served) count(ordered_frees_);
+  if (ordered && outcome == Outcome::served) count(ordered_frees_);
   return outcome;
 }
 

@@ -32,6 +32,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <span>
 #include <string>
 
 #include <cuda.h>
@@ -42,6 +43,10 @@
 #include "preload/stream_registry.hpp"
 #include "vmmalloc/config.hpp"
 #include "vmmalloc/vmmalloc.h"
+
+namespace vmm {
+class Allocator;
+}  // namespace vmm
 
 namespace vmm::preload {
 
@@ -151,6 +156,9 @@ class Interposer {
     counter.fetch_add(1, std::memory_order_relaxed);
   }
   DeviceState start_device(int device) noexcept;
+  Allocator* owner_or_report(const BlockInfo& info, void* ptr) noexcept;
+  Outcome fence_and_free(Allocator& owner, void* ptr,
+                         std::span<const vmm_stream_t> nonblocking) noexcept;
   Outcome free_after_every_stream(const BlockInfo& info, void* ptr) noexcept;
   Outcome free_in_order(const BlockInfo& info, void* ptr) noexcept;
   void revive_stream(vmm_stream_t stream, int device) noexcept;
