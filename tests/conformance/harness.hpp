@@ -77,11 +77,20 @@ class Harness {
   // Tests that need a stream to stay busy for a while check it: tools that
   // serialize kernels (compute-sanitizer) finish earlier work first.
   bool still_busy(Stream stream) {
-    const FenceHandle fence = inner_->record_fence(stream);
-    const bool busy = !inner_->fence_completed(fence);
-    inner_->destroy_fence(fence);
+    const FenceHandle fence = mark(stream);
+    const bool busy = running(fence);
+    unmark(fence);
     return busy;
   }
+
+  // A mark after the work queued on `stream` so far: running(mark) asks
+  // about that work alone, so a test that queues a long spell and then more
+  // work on the same stream can tell how long the spell lasted (still_busy
+  // would also count the later work, which under compute-sanitizer is slow
+  // enough to look busy when the spell is long over). unmark frees it.
+  FenceHandle mark(Stream stream) { return inner_->record_fence(stream); }
+  bool running(FenceHandle mark) { return !inner_->fence_completed(mark); }
+  void unmark(FenceHandle mark) { inner_->destroy_fence(mark); }
 
   // Polls the reclaimer until nothing is pending (the work before the fences
   // must be finished or finishing). False after `timeout`.
