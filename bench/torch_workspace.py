@@ -119,14 +119,21 @@ def worker(system: str, sizes: list[int], work_ms: float, device: int, sample_hz
     peak = baseline
 
     held = [None]  # the buffer's only reference, so that the del below frees it
-    grow_ms = []  # vmmalloc-workspace: the grow() part of each resize (printed)
+    # vmmalloc-workspace: each resize's parts, timed where they run (printed):
+    # grow(), dropping the old view, tensor().
+    parts_ms = {"grow": [], "drop": [], "tensor": []}
 
     def resize(n):
         if system == "vmmalloc-workspace":
-            t = time.perf_counter()
+            t0 = time.perf_counter()
             workspace.grow(n)
-            grow_ms.append((time.perf_counter() - t) * 1e3)
+            t1 = time.perf_counter()
+            held[0] = None
+            t2 = time.perf_counter()
             held[0] = workspace.tensor((n,), torch.uint8)
+            t3 = time.perf_counter()
+            for part, ms in zip(parts_ms.values(), (t1 - t0, t2 - t1, t3 - t2)):
+                part.append(ms * 1e3)
             return
         held[0] = None  # del: the old buffer is freed before the new one is made
         if system == "torch-empty-cache":
@@ -178,9 +185,8 @@ def worker(system: str, sizes: list[int], work_ms: float, device: int, sample_hz
         "waited_for_queue": any(waited),
         "address_stable": len(addresses) == 1,
     }
-    if grow_ms:
-        # The rest of a resize is .tensor(): time it alone (no grow, no
-        # queued work), for the print.
+    if parts_ms["grow"]:
+        # .tensor() again alone (no grow, no queued work), for the print.
         def median_us(fn, reps=200):
             times = []
             for _ in range(reps):
@@ -191,9 +197,10 @@ def worker(system: str, sizes: list[int], work_ms: float, device: int, sample_hz
 
         n = sizes[-1]
         tensor_us = median_us(lambda: workspace.tensor((n,), torch.uint8))
-        print(f"torch_workspace: {system}: of which Workspace.grow "
-              f"{', '.join(f'{x:.3f}' for x in grow_ms[1:])} ms; Workspace.tensor alone "
-              f"{tensor_us:.1f} us (median of 200)",
+        print(f"torch_workspace: {system}: of which "
+              + "; ".join(f"{name} {', '.join(f'{x:.3f}' for x in ms[1:])}"
+                          for name, ms in parts_ms.items())
+              + f" ms; Workspace.tensor alone afterwards {tensor_us:.1f} us (median of 200)",
               file=sys.stderr, flush=True)
     print(f"torch_workspace: {system}: first allocation {first_ms:.3f} ms; resizes "
           f"{', '.join(f'{x:.3f}' for x in resize_ms)} ms; waited {waited}; queued work measured "
