@@ -58,7 +58,7 @@
 #include "allocator/backend/default_backend.hpp"
 #include "allocator/backend/fault_injecting_backend.hpp"
 #include "allocator/backend/host_backend.hpp"
-#include "allocator/device_context.hpp"
+#include "allocator/vm/device_context.hpp"
 #include "vmmalloc/allocator.hpp"
 #include "vmmalloc/config.hpp"
 #include "vmmalloc/errors.hpp"

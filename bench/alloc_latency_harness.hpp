@@ -2,7 +2,7 @@
 // (vmmalloc, cudaMalloc, cudaMallocAsync; static CUDA runtime) and
 // bench/alloc_latency_torch (PyTorch's caching allocator; built against the
 // installed torch). Header-only, C++20 standard library plus tools/cli.hpp
-// (size arguments in the library's grammar, allocator/units.cpp), so both
+// (size arguments in the library's grammar, allocator/base/units.cpp), so both
 // programs measure exactly the same way whatever runtime they link.
 //
 // One cell = one system, one size, N threads. Each thread:

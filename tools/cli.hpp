@@ -1,5 +1,5 @@
 // Command-line helpers shared by the tools and benchmarks (header-only).
-// Sizes use the library's own grammar (allocator/units.hpp, that of
+// Sizes use the library's own grammar (allocator/base/units.hpp, that of
 // VMMALLOC_CONF): "512M", "1GiB", "4096".
 #pragma once
 
@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "allocator/units.hpp"
+#include "allocator/base/units.hpp"
 
 namespace vmm::cli {
 

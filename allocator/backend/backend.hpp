@@ -12,7 +12,7 @@
 //                         streams run by worker threads (host_backend.hpp)
 //   FaultInjectingBackend - wraps another and fails the Nth call of a kind
 //   PeerAccessBackend   - wraps another and grants peers access to every
-//                         mapping (allocator/peer_access.hpp)
+//                         mapping (allocator/backend/peer_access_backend.hpp)
 //
 // Errors: every method may throw DriverError (naming the call), create() may
 // throw DeviceOutOfMemoryError. destroy_fence() never throws. A failed call
@@ -24,23 +24,9 @@
 #include <cstdint>
 #include <span>
 
-#include "vmmalloc/vmmalloc.h"
+#include "allocator/base/types.hpp"
 
 namespace vmm {
-
-using Stream = vmm_stream_t;
-
-// A physical memory handle (CUmemGenericAllocationHandle, or a host memfd).
-struct PhysicalHandle {
-  std::uint64_t value = 0;
-  friend bool operator==(PhysicalHandle, PhysicalHandle) = default;
-};
-
-// A recorded fence (a CUevent, or a host fence object).
-struct FenceHandle {
-  void* value = nullptr;
-  friend bool operator==(FenceHandle, FenceHandle) = default;
-};
 
 // What a backend holds right now: physical handles, VA reservations and
 // mapped bytes. Kept by the backend itself (cheap counters beside each
@@ -123,8 +109,7 @@ class Backend {
   // device). Access already granted to devices not listed is kept. A device
   // outside [0, device_count()) or one that cannot reach this device's
   // memory is a DriverError (the driver's CUDA_ERROR_INVALID_DEVICE).
-  virtual void set_access(std::uintptr_t va, std::size_t bytes,
-                          std::span<const int> devices) = 0;
+  virtual void set_access(std::uintptr_t va, std::size_t bytes, std::span<const int> devices) = 0;
   // Whether device `peer` can read and write memory of this device
   // (cuDeviceCanAccessPeer; true for this device itself). Throws
   // InvalidArgumentError for a peer outside [0, device_count()).

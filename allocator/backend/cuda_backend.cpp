@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "allocator/log.hpp"
-#include "allocator/units.hpp"
+#include "allocator/base/log.hpp"
+#include "allocator/base/units.hpp"
 #include "vmmalloc/errors.hpp"
 
 namespace vmm {

@@ -14,7 +14,7 @@
 #include "allocator/backend/cuda_backend.hpp"
 #include "allocator/backend/cuda_driver.hpp"
 #include "allocator/backend/host_backend.hpp"
-#include "allocator/log.hpp"
+#include "allocator/base/log.hpp"
 #include "vmmalloc/errors.hpp"
 
 namespace vmm {

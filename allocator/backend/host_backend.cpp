@@ -17,13 +17,12 @@
 // dropped, and only then is the stream's own lock taken.
 #include "allocator/backend/host_backend.hpp"
 
-#include <algorithm>
-
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdio>
@@ -281,9 +280,8 @@ HostBackend::HostBackend(Options options)
                                " is not in 0.." + std::to_string(kMaxHostDevices - 1));
   }
   if (device_count_ < 1 || device_count_ > kMaxHostDevices || options_.device >= device_count_) {
-    throw InvalidArgumentError("host backend: device_count " +
-                               std::to_string(device_count_) + " is not in " +
-                               std::to_string(options_.device + 1) + ".." +
+    throw InvalidArgumentError("host backend: device_count " + std::to_string(device_count_) +
+                               " is not in " + std::to_string(options_.device + 1) + ".." +
                                std::to_string(kMaxHostDevices) + " (or 0) for device " +
                                std::to_string(options_.device));
   }
@@ -521,7 +519,8 @@ void HostBackend::set_access(std::uintptr_t va, std::size_t bytes, std::span<con
   std::uint64_t mask = 0;
   for (int d : devices) {
     if (d < 0 || d >= device_count_) {
-      invalid(BackendCall::set_access, "device " + std::to_string(d) + " does not exist (valid: 0 to " +
+      invalid(BackendCall::set_access, "device " + std::to_string(d) +
+                                           " does not exist (valid: 0 to " +
                                            std::to_string(device_count_ - 1) + ")");
     }
     if (!can_reach(d)) {
@@ -589,8 +588,8 @@ PhysicalHandle HostBackend::import_handle(int fd, std::size_t bytes) {
   }
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
-    invalid(BackendCall::import_handle, "descriptor " + std::to_string(fd) +
-                                            " is not open (" + std::strerror(errno) + ")");
+    invalid(BackendCall::import_handle,
+            "descriptor " + std::to_string(fd) + " is not open (" + std::strerror(errno) + ")");
   }
   if (!S_ISREG(st.st_mode) || static_cast<std::size_t>(st.st_size) != bytes) {
     invalid(BackendCall::import_handle,

@@ -55,7 +55,7 @@
 #include <vector>
 
 #include "allocator/backend/backend.hpp"
-#include "allocator/units.hpp"
+#include "allocator/base/units.hpp"
 
 namespace vmm {
 

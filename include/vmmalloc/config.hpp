@@ -1,4 +1,4 @@
-// vmmalloc configuration: one table of options (allocator/config.cpp) drives
+// vmmalloc configuration: one table of options (allocator/base/config.cpp) drives
 // parsing of VMMALLOC_CONF, setting from code, printing and the option list
 // that docs/configuration.md documents (a test keeps the two in sync).
 //
@@ -150,6 +150,10 @@ struct OptionInfo {
 
 // Every option, in the order to_string() prints them.
 VMM_API std::span<const OptionInfo> config_options();
+
+// The log_level value as VMMALLOC_CONF writes it ("off", "error", "warn",
+// "info", "debug"), or "?" for a value outside the enum.
+VMM_API const char* log_level_name(LogLevel level) noexcept;
 
 // The cudafree value as VMMALLOC_CONF writes it ("fence", "sync", "order"),
 // or "?" for a value no mode has.

@@ -24,8 +24,7 @@ class VMM_API Error : public std::runtime_error {
 // Nothing was changed by the failing call.
 class VMM_API OutOfMemoryError : public Error {
  public:
-  explicit OutOfMemoryError(const std::string& message)
-      : Error(VMM_ERROR_OUT_OF_MEMORY, message) {}
+  explicit OutOfMemoryError(const std::string& message) : Error(VMM_ERROR_OUT_OF_MEMORY, message) {}
 };
 
 class VMM_API InvalidArgumentError : public Error {

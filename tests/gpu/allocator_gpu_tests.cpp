@@ -21,8 +21,8 @@
 #include <vector>
 
 #include "allocator/backend/cuda_backend.hpp"
-#include "allocator/device_context.hpp"
-#include "allocator/units.hpp"
+#include "allocator/vm/device_context.hpp"
+#include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
 #include "tests/common/test_device.hpp"
 #include "tests/conformance/harness.hpp"

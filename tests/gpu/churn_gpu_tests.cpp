@@ -16,7 +16,7 @@
 #include <random>
 #include <vector>
 
-#include "allocator/units.hpp"
+#include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
 #include "tests/conformance/harness.hpp"
 #include "tests/gpu/gpu_kernels.hpp"

@@ -10,7 +10,7 @@
 #include <string>
 #include <thread>
 
-#include "allocator/units.hpp"
+#include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
 #include "tests/conformance/harness.hpp"
 #include "tests/gpu/capture_helpers.hpp"

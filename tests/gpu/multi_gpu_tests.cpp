@@ -27,12 +27,12 @@
 #include <thread>
 #include <vector>
 
-#include "allocator/address_space.hpp"
+#include "allocator/vm/address_space.hpp"
 #include "allocator/backend/cuda_backend.hpp"
 #include "allocator/backend/cuda_driver.hpp"
 #include "allocator/backend/fault_injecting_backend.hpp"
-#include "allocator/device_context.hpp"
-#include "allocator/units.hpp"
+#include "allocator/vm/device_context.hpp"
+#include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
 #include "tests/gpu/multi_gpu_kernels.hpp"
 #include "vmmalloc/allocator.hpp"

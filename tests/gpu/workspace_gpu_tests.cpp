@@ -23,8 +23,8 @@
 
 #include "allocator/backend/cuda_backend.hpp"
 #include "allocator/backend/cuda_driver.hpp"
-#include "allocator/device_context.hpp"
-#include "allocator/units.hpp"
+#include "allocator/vm/device_context.hpp"
+#include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
 #include "tests/common/test_device.hpp"
 #include "tests/gpu/gpu_kernels.hpp"

@@ -1,9 +1,9 @@
 // AddressSpace over HostBackend: carving, coalescing, new and dedicated
 // reservations, misuse, and reservation failure.
-#include "allocator/address_space.hpp"
+#include "allocator/vm/address_space.hpp"
 #include "allocator/backend/fault_injecting_backend.hpp"
 #include "allocator/backend/host_backend.hpp"
-#include "allocator/units.hpp"
+#include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
 #include "vmmalloc/errors.hpp"
 

@@ -20,8 +20,8 @@
 #include <string_view>
 #include <vector>
 
-#include "allocator/log.hpp"
-#include "allocator/units.hpp"
+#include "allocator/base/log.hpp"
+#include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
 #include "tests/common/test_util.hpp"
 #include "vmmalloc/config.hpp"

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "allocator/backend/host_backend.hpp"
-#include "allocator/size_classes.hpp"
+#include "allocator/heap/size_classes.hpp"
 #include "tests/common/catch.hpp"
 #include "tests/conformance/harness.hpp"
 #include "vmmalloc/allocator.hpp"

@@ -30,9 +30,9 @@
 
 #include "allocator/backend/fault_injecting_backend.hpp"
 #include "allocator/backend/host_backend.hpp"
-#include "allocator/device_context.hpp"
-#include "allocator/ipc_protocol.hpp"
-#include "allocator/units.hpp"
+#include "allocator/vm/device_context.hpp"
+#include "allocator/ipc/protocol.hpp"
+#include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
 #include "tests/common/test_util.hpp"
 #include "vmmalloc/errors.hpp"

@@ -15,8 +15,8 @@
 #include <string>
 
 #include "allocator/backend/host_backend.hpp"
-#include "allocator/device_context.hpp"
-#include "allocator/units.hpp"
+#include "allocator/vm/device_context.hpp"
+#include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
 #include "tests/common/test_util.hpp"
 #include "tests/conformance/harness.hpp"

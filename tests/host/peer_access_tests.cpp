@@ -10,12 +10,12 @@
 #include <string>
 #include <vector>
 
-#include "allocator/address_space.hpp"
+#include "allocator/vm/address_space.hpp"
 #include "allocator/backend/fault_injecting_backend.hpp"
 #include "allocator/backend/host_backend.hpp"
-#include "allocator/device_context.hpp"
-#include "allocator/peer_access.hpp"
-#include "allocator/units.hpp"
+#include "allocator/vm/device_context.hpp"
+#include "allocator/backend/peer_access_backend.hpp"
+#include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
 #include "tests/common/test_util.hpp"
 #include "vmmalloc/allocator.hpp"

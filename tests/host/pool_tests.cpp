@@ -4,8 +4,8 @@
 
 #include "allocator/backend/fault_injecting_backend.hpp"
 #include "allocator/backend/host_backend.hpp"
-#include "allocator/physical_pool.hpp"
-#include "allocator/units.hpp"
+#include "allocator/vm/physical_pool.hpp"
+#include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
 #include "vmmalloc/errors.hpp"
 

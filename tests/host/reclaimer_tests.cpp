@@ -5,12 +5,12 @@
 #include <chrono>
 #include <thread>
 
-#include "allocator/address_space.hpp"
+#include "allocator/vm/address_space.hpp"
 #include "allocator/backend/fault_injecting_backend.hpp"
 #include "allocator/backend/host_backend.hpp"
-#include "allocator/physical_pool.hpp"
-#include "allocator/reclaimer.hpp"
-#include "allocator/units.hpp"
+#include "allocator/vm/physical_pool.hpp"
+#include "allocator/vm/reclaimer.hpp"
+#include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
 
 using namespace vmm;

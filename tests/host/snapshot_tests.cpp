@@ -22,10 +22,10 @@
 #include <thread>
 #include <vector>
 
-#include "allocator/event_ring.hpp"
-#include "allocator/live_socket.hpp"
-#include "allocator/size_classes.hpp"
-#include "allocator/snapshot.hpp"
+#include "allocator/record/event_ring.hpp"
+#include "allocator/observe/live_socket.hpp"
+#include "allocator/heap/size_classes.hpp"
+#include "allocator/observe/snapshot.hpp"
 #include "tests/common/catch.hpp"
 #include "tests/common/test_util.hpp"
 #include "tests/conformance/harness.hpp"

@@ -21,7 +21,7 @@
 //                       the runtime afterwards.
 //   fork-after-init     Forks while another thread allocates and frees. In
 //                       the child every call returns VMM_ERROR_NOT_SUPPORTED
-//                       (allocator/fork_guard.hpp) at once - no hang, no
+//                       (allocator/base/fork_guard.hpp) at once - no hang, no
 //                       touching the parent's memory. The parent's blocks keep
 //                       their contents and it keeps working.
 //   fork-before-init    Forks before vmmalloc is used: the child uses it

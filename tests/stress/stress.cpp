@@ -62,8 +62,8 @@
 #include <vector>
 
 #include "allocator/backend/fault_injecting_backend.hpp"
-#include "allocator/device_context.hpp"
-#include "allocator/units.hpp"
+#include "allocator/vm/device_context.hpp"
+#include "allocator/base/units.hpp"
 #include "tests/common/test_device.hpp"
 #include "tools/cli.hpp"
 #include "vmmalloc/allocator.hpp"

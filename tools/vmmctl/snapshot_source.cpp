@@ -12,8 +12,8 @@
 #include <iterator>
 #include <sstream>
 
-#include "allocator/live_socket.hpp"
-#include "allocator/snapshot.hpp"
+#include "allocator/observe/live_socket.hpp"
+#include "allocator/observe/snapshot.hpp"
 #include "tools/vmmctl/exit_codes.hpp"
 #include "vmmalloc/config.hpp"
 #include "vmmalloc/errors.hpp"

@@ -1,5 +1,5 @@
 // Where vmmctl's snapshots come from: a file (or "-" for stdin), a live
-// process by PID (its socket, found by the naming of allocator/live_socket.hpp),
+// process by PID (its socket, found by the naming of allocator/observe/live_socket.hpp),
 // or a socket path given outright. Every snapshot is parsed and checked
 // against the schema version vmmctl knows before any command reads it, so
 // the commands can rely on the fields docs/snapshot.md promises.

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <ctime>
 
-#include "allocator/units.hpp"
+#include "allocator/base/units.hpp"
 
 namespace vmmctl {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <thread>
 
-#include "allocator/live_socket.hpp"
+#include "allocator/observe/live_socket.hpp"
 #include "tools/vmmctl/commands.hpp"
 #include "tools/vmmctl/exit_codes.hpp"
 #include "tools/vmmctl/text.hpp"

@@ -1,0 +1,344 @@
+// The C ABI (include/vmmalloc/vmmalloc.h): a thin adapter over the C++ API.
+// Every entry point catches everything, turns it into a vmm_status and keeps
+// the message for vmm_last_error() in a thread-local string.
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+
+#include "allocator/base/fork_guard.hpp"
+#include "allocator/observe/process_context.hpp"
+#include "allocator/vm/device_context.hpp"
+#include "vmmalloc/allocator.hpp"
+#include "vmmalloc/config.hpp"
+#include "vmmalloc/errors.hpp"
+#include "vmmalloc/ipc.hpp"
+#include "vmmalloc/peer_access.hpp"
+#include "vmmalloc/snapshot.hpp"
+#include "vmmalloc/vmmalloc.h"
+#include "vmmalloc/workspace.hpp"
+
+struct vmm_workspace {
+  vmm::Workspace workspace;
+};
+
+struct vmm_workspace_export {
+  vmm::WorkspaceExport share;
+};
+
+struct vmm_workspace_import {
+  vmm::WorkspaceImport import;
+};
+
+namespace {
+
+thread_local std::string t_last_error;
+
+vmm_status fail(vmm_status status, const char* message) {
+  try {
+    t_last_error = message;
+  } catch (...) {
+    // Out of host memory for the message: the status still says what happened.
+  }
+  return status;
+}
+
+// Runs `fn`, mapping every exception to a status.
+template <typename Fn>
+vmm_status guarded(Fn&& fn) noexcept {
+  try {
+    // The parent's state is not usable in a forked child (fork_guard.hpp).
+    if (vmm::in_forked_child()) {
+      return fail(VMM_ERROR_NOT_SUPPORTED, vmm::forked_child_message().c_str());
+    }
+    fn();
+    return VMM_SUCCESS;
+  } catch (const vmm::Error& e) {
+    return fail(e.status(), e.what());
+  } catch (const std::bad_alloc&) {
+    return fail(VMM_ERROR_OUT_OF_MEMORY, "out of host memory");
+  } catch (const std::exception& e) {
+    return fail(VMM_ERROR_INTERNAL, e.what());
+  } catch (...) {
+    return fail(VMM_ERROR_INTERNAL, "unknown exception");
+  }
+}
+
+vmm_status null_argument(const char* what) {
+  return fail(VMM_ERROR_INVALID_VALUE, (std::string(what) + " is NULL").c_str());
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* vmm_last_error(void) { return t_last_error.c_str(); }
+
+const char* vmm_status_name(vmm_status status) {
+  switch (status) {
+    case VMM_SUCCESS:
+      return "VMM_SUCCESS";
+    case VMM_ERROR_OUT_OF_MEMORY:
+      return "VMM_ERROR_OUT_OF_MEMORY";
+    case VMM_ERROR_INVALID_VALUE:
+      return "VMM_ERROR_INVALID_VALUE";
+    case VMM_ERROR_DRIVER:
+      return "VMM_ERROR_DRIVER";
+    case VMM_ERROR_CONFIG:
+      return "VMM_ERROR_CONFIG";
+    case VMM_ERROR_NOT_SUPPORTED:
+      return "VMM_ERROR_NOT_SUPPORTED";
+    case VMM_ERROR_UNKNOWN_POINTER:
+      return "VMM_ERROR_UNKNOWN_POINTER";
+    case VMM_ERROR_INTERNAL:
+      return "VMM_ERROR_INTERNAL";
+  }
+  return "VMM_ERROR_UNKNOWN_STATUS";
+}
+
+vmm_status vmm_configure(const char* conf) {
+  if (conf == nullptr) return null_argument("conf");
+  return guarded([&] { vmm::configure_process(vmm::Config::parse(conf)); });
+}
+
+vmm_status vmm_backend_name(int device, const char** name) {
+  if (name == nullptr) return null_argument("name");
+  return guarded([&] { *name = vmm::process_context(device).backend().name(); });
+}
+
+vmm_status vmm_workspace_create(size_t max_bytes, int device, vmm_workspace** out) {
+  if (out == nullptr) return null_argument("out");
+  *out = nullptr;
+  return guarded([&] { *out = new vmm_workspace{vmm::Workspace(max_bytes, device)}; });
+}
+
+vmm_status vmm_workspace_grow(vmm_workspace* ws, size_t new_size) {
+  if (ws == nullptr) return null_argument("workspace");
+  return guarded([&] { ws->workspace.grow_to(new_size); });
+}
+
+vmm_status vmm_workspace_shrink(vmm_workspace* ws, size_t new_size, vmm_stream_t stream) {
+  if (ws == nullptr) return null_argument("workspace");
+  return guarded([&] { ws->workspace.shrink_to(new_size, stream); });
+}
+
+vmm_status vmm_workspace_data(const vmm_workspace* ws, void** data) {
+  if (ws == nullptr) return null_argument("workspace");
+  if (data == nullptr) return null_argument("data");
+  *data = ws->workspace.data();
+  return VMM_SUCCESS;
+}
+
+vmm_status vmm_workspace_size(const vmm_workspace* ws, size_t* size) {
+  if (ws == nullptr) return null_argument("workspace");
+  if (size == nullptr) return null_argument("size");
+  *size = ws->workspace.size();
+  return VMM_SUCCESS;
+}
+
+vmm_status vmm_workspace_capacity(const vmm_workspace* ws, size_t* capacity) {
+  if (ws == nullptr) return null_argument("workspace");
+  if (capacity == nullptr) return null_argument("capacity");
+  *capacity = ws->workspace.capacity();
+  return VMM_SUCCESS;
+}
+
+vmm_status vmm_workspace_mapped_bytes(const vmm_workspace* ws, size_t* mapped) {
+  if (ws == nullptr) return null_argument("workspace");
+  if (mapped == nullptr) return null_argument("mapped");
+  *mapped = ws->workspace.mapped_bytes();
+  return VMM_SUCCESS;
+}
+
+vmm_status vmm_workspace_destroy(vmm_workspace* ws, vmm_stream_t stream) {
+  if (ws == nullptr) return VMM_SUCCESS;
+  const vmm_status status = guarded([&] { ws->workspace.release(stream); });
+  if (status == VMM_SUCCESS) delete ws;  // on failure the caller still owns it, intact
+  return status;
+}
+
+vmm_status vmm_malloc(void** ptr, size_t bytes, int device, vmm_stream_t stream) {
+  if (ptr == nullptr) return null_argument("ptr");
+  *ptr = nullptr;
+  return guarded([&] { *ptr = vmm::Allocator::instance(device).allocate(bytes, stream); });
+}
+
+vmm_status vmm_free(void* ptr, vmm_stream_t stream) {
+  if (ptr == nullptr) return VMM_SUCCESS;
+  return guarded([&] {
+    vmm::Allocator* owner = vmm::Allocator::owner_of(ptr);
+    if (owner == nullptr) {
+      throw vmm::UnknownPointerError(
+          "vmm_free: pointer is not a live vmmalloc block (double free or foreign pointer)");
+    }
+    if (stream == nullptr) {
+      owner->deallocate(ptr);
+    } else {
+      owner->deallocate(ptr, stream);
+    }
+  });
+}
+
+vmm_status vmm_record_stream(void* ptr, vmm_stream_t stream) {
+  return guarded([&] {
+    vmm::Allocator* owner = vmm::Allocator::owner_of(ptr);
+    if (owner == nullptr) {
+      throw vmm::UnknownPointerError("vmm_record_stream: pointer is not a live vmmalloc block");
+    }
+    owner->record_stream(ptr, stream);
+  });
+}
+
+vmm_status vmm_release_stream(vmm_stream_t stream) {
+  return guarded([&] { vmm::Allocator::release_stream_everywhere(stream); });
+}
+
+vmm_status vmm_empty_cache(int device, size_t* released) {
+  return guarded([&] {
+    const std::size_t n = vmm::Allocator::instance(device).empty_cache();
+    if (released != nullptr) *released = n;
+  });
+}
+
+vmm_status vmm_block_size(const void* ptr, size_t* bytes) {
+  if (bytes == nullptr) return null_argument("bytes");
+  return guarded([&] {
+    vmm::Allocator* owner = vmm::Allocator::owner_of(ptr);
+    if (owner == nullptr) {
+      throw vmm::UnknownPointerError("vmm_block_size: pointer is not a live vmmalloc block");
+    }
+    *bytes = owner->block_size(ptr);
+  });
+}
+
+vmm_status vmm_get_allocator_stats(int device, vmm_allocator_stats* stats) {
+  if (stats == nullptr) return null_argument("stats");
+  return guarded([&] {
+    const vmm::AllocatorStats s = vmm::Allocator::instance(device).stats();
+    *stats = vmm_allocator_stats{s.allocated_bytes,
+                                 s.peak_allocated_bytes,
+                                 s.requested_bytes,
+                                 s.peak_requested_bytes,
+                                 s.reserved_bytes,
+                                 s.peak_reserved_bytes,
+                                 s.mapped_bytes,
+                                 s.cached_bytes,
+                                 s.pending_bytes,
+                                 s.inactive_split_bytes,
+                                 s.active_blocks,
+                                 s.allocations,
+                                 s.frees,
+                                 s.stitches,
+                                 s.chunk_creates,
+                                 s.chunk_releases,
+                                 s.ooms,
+                                 s.fenced_free_waits};
+  });
+}
+
+vmm_status vmm_snapshot_json(char** json, size_t* length) {
+  if (json == nullptr) return null_argument("json");
+  *json = nullptr;
+  return guarded([&] {
+    const std::string text = vmm::snapshot_json();
+    char* out = static_cast<char*>(std::malloc(text.size() + 1));
+    if (out == nullptr) throw std::bad_alloc();
+    std::memcpy(out, text.c_str(), text.size() + 1);
+    *json = out;
+    if (length != nullptr) *length = text.size();
+  });
+}
+
+void vmm_snapshot_free(char* json) { std::free(json); }
+
+vmm_status vmm_snapshot_write(const char* path) {
+  if (path == nullptr) return null_argument("path");
+  return guarded([&] { vmm::write_snapshot(path); });
+}
+
+vmm_status vmm_set_allocation_events(int enabled) {
+  vmm::set_allocation_events(enabled != 0);
+  return VMM_SUCCESS;
+}
+
+vmm_status vmm_workspace_set_name(vmm_workspace* ws, const char* name) {
+  if (ws == nullptr) return null_argument("workspace");
+  if (name == nullptr) return null_argument("name");
+  return guarded([&] { ws->workspace.set_name(name); });
+}
+
+vmm_status vmm_can_access_peer(int device, int peer, int* can_access) {
+  if (can_access == nullptr) return null_argument("can_access");
+  return guarded([&] { *can_access = vmm::can_access_peer(device, peer) ? 1 : 0; });
+}
+
+vmm_status vmm_enable_peer_access(int device, int peer) {
+  return guarded([&] { vmm::enable_peer_access(device, peer); });
+}
+
+vmm_status vmm_workspace_export_create(vmm_workspace* ws, vmm_workspace_export** out) {
+  if (ws == nullptr) return null_argument("workspace");
+  if (out == nullptr) return null_argument("out");
+  *out = nullptr;
+  return guarded([&] { *out = new vmm_workspace_export{vmm::WorkspaceExport(ws->workspace)}; });
+}
+
+vmm_status vmm_workspace_export_serve(vmm_workspace_export* ex, int socket) {
+  if (ex == nullptr) {
+    if (socket >= 0) ::close(socket);  // taken over even on failure
+    return null_argument("export");
+  }
+  return guarded([&] { ex->share.serve(socket); });
+}
+
+vmm_status vmm_workspace_export_destroy(vmm_workspace_export* ex) {
+  delete ex;
+  return VMM_SUCCESS;
+}
+
+vmm_status vmm_workspace_import_create(int socket, int device, vmm_workspace_import** out) {
+  if (out == nullptr) {
+    if (socket >= 0) ::close(socket);
+    return null_argument("out");
+  }
+  *out = nullptr;
+  return guarded([&] { *out = new vmm_workspace_import{vmm::WorkspaceImport(socket, device)}; });
+}
+
+vmm_status vmm_workspace_import_update(vmm_workspace_import* im, vmm_stream_t stream) {
+  if (im == nullptr) return null_argument("import");
+  return guarded([&] { im->import.update(stream); });
+}
+
+vmm_status vmm_workspace_import_data(const vmm_workspace_import* im, void** data) {
+  if (im == nullptr) return null_argument("import");
+  if (data == nullptr) return null_argument("data");
+  *data = im->import.data();
+  return VMM_SUCCESS;
+}
+
+vmm_status vmm_workspace_import_size(const vmm_workspace_import* im, size_t* size) {
+  if (im == nullptr) return null_argument("import");
+  if (size == nullptr) return null_argument("size");
+  *size = im->import.size();
+  return VMM_SUCCESS;
+}
+
+vmm_status vmm_workspace_import_capacity(const vmm_workspace_import* im, size_t* capacity) {
+  if (im == nullptr) return null_argument("import");
+  if (capacity == nullptr) return null_argument("capacity");
+  *capacity = im->import.capacity();
+  return VMM_SUCCESS;
+}
+
+vmm_status vmm_workspace_import_destroy(vmm_workspace_import* im, vmm_stream_t stream) {
+  if (im == nullptr) return VMM_SUCCESS;
+  const vmm_status status = guarded([&] { im->import.close(stream); });
+  if (status == VMM_SUCCESS) delete im;  // on failure the caller still owns it, intact
+  return status;
+}
+
+}  // extern "C"

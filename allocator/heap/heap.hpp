@@ -1,0 +1,406 @@
+// Heap: the engine behind vmm::Allocator (include/vmmalloc/allocator.hpp).
+//
+// Memory is held in segments: a VA range with physical chunks mapped behind
+// part of it. Blocks tile the mapped parts of a segment (address order,
+// 512-byte granules); free blocks are coalesced with free neighbours and
+// indexed by (graph pool, small/large, stream) in size order for best fit.
+// Small requests are rounded to size classes and packed into 2 MiB pages of
+// small segments; large ones are rounded to 512 bytes and served from large
+// segments.
+//
+// Growth: when no free block fits, grow() maps memory at the *frontier* of
+// the (pool, size kind)'s growing segment, a segment whose address range
+// has room reserved past its mapped end. The free block ending there (what
+// earlier requests left of their last chunk) becomes the front of the new
+// block, so only the difference is mapped and no segment keeps an unusable
+// tail. The memory is found by *stitching* first: whole free chunks from
+// anywhere (inside other free blocks, or the pool's cache) are mapped at the
+// frontier; only what they cannot cover is created. A stitched chunk stays
+// mapped at its old address too (an alias) until the fences of the old
+// address's users complete; the reclaimer then unmaps the alias. So reuse on
+// the same stream never waits.
+//
+// Hot path: every thread has its own cache per heap (ThreadCache). A free
+// of a plain block (no extra stream, no graph pool) pushes it on the
+// freeing thread's per-(stream, size) LIFO; an allocation of that size on
+// that stream pops it. Neither makes a driver call or takes the heap mutex:
+// one pointer-shard lock (the free's lookup) and the thread's own cache
+// lock, which other threads take only to flush it. A miss takes the heap
+// mutex, folds the thread's cache into the free index (coalescing) and
+// searches; if nothing fits, every thread's cache is folded in before any
+// memory is mapped. A block freed on another thread than it was allocated
+// on goes to the freeing thread's cache. When a thread exits its caches go
+// back to their heaps; empty_cache(), release_stream() and an explicit
+// trim_to_limit() fold every cache in; the background trim folds in only
+// lists left unused for kTrimDelay, so memory in steady reuse is never
+// unmapped and re-created.
+//
+// Stream-ordered reuse: see stream_use.hpp (lazy fences, capture).
+//
+// Locks, outermost first: the live-heap registry (thread exit) -> mutex_
+// (free index, segments, pools, StreamUse) -> caches_mutex_ (the list of
+// thread caches) -> a thread cache's lock -> a pointer shard -> the
+// reclaimer's/pool's/address space's own locks. Hot paths hold one lock at a
+// time, never mutex_. Block fields: a live block's are guarded by its
+// pointer shard (`state` and `requested` are atomics: the thread that pops
+// a cached block sets them before handing the block out); a cached block
+// belongs to its thread cache; a free (indexed) block to mutex_.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "allocator/base/spin_lock.hpp"
+#include "allocator/heap/size_classes.hpp"
+#include "allocator/heap/stream_use.hpp"
+#include "allocator/record/snapshot_views.hpp"
+#include "allocator/vm/device_context.hpp"
+#include "vmmalloc/stats.hpp"
+
+namespace vmm {
+
+class Heap {
+ public:
+  explicit Heap(DeviceContext& context);
+  // Frees everything (see Allocator::~Allocator). Never throws.
+  ~Heap();
+  Heap(const Heap&) = delete;
+  Heap& operator=(const Heap&) = delete;
+
+  void* allocate(std::size_t bytes, Stream stream);
+  // `own_order`: free in the block's own stream order (stream ignored).
+  void deallocate(void* ptr, Stream stream, bool own_order);
+  void record_stream(void* ptr, Stream stream);
+  void release_stream(Stream stream);
+  std::size_t empty_cache();
+  // What the reclaimer's background task does: unmaps free chunks whose
+  // fences are complete while free memory (mapped free + pool cache) is above
+  // the pool's cache limit. Returns the bytes handed to the reclaimer.
+  std::size_t trim_to_limit();
+  // The reclaimer's periodic task: unmaps free memory above what the recent
+  // peak of allocated bytes (kDemandWindow in heap.cpp) may want again plus
+  // the cache limit, once it has stayed above that for a while (kTrimDelay).
+  std::size_t background_trim();
+
+  PoolId create_pool();
+  void begin_pool(PoolId pool, Stream stream);
+  void end_pool(PoolId pool);
+  void release_pool(PoolId pool);
+
+  AllocatorStats stats() const;
+  // The heap's state for snapshots (heap_snapshot.cpp): counters, segments
+  // with their chunks and, if `with_blocks`, every block. Takes the heap
+  // mutex and each pointer shard in turn; never calls the driver.
+  HeapView describe(bool with_blocks) const;
+  void reset_peak_stats();
+  std::size_t block_size(const void* ptr) const;
+  // True if `ptr` is the start of a live block of this heap.
+  bool owns(const void* ptr) const;
+  DeviceContext& context() const noexcept { return context_; }
+
+ private:
+  struct Segment;
+  // A relaxed atomic that copies (blocks are copied when split).
+  template <class T>
+  struct Relaxed {
+    std::atomic<T> v{};
+    Relaxed() = default;
+    Relaxed(const Relaxed& o) : v(o.get()) {}
+    Relaxed& operator=(const Relaxed& o) {
+      set(o.get());
+      return *this;
+    }
+    T get() const noexcept { return v.load(std::memory_order_relaxed); }
+    void set(T x) noexcept { v.store(x, std::memory_order_relaxed); }
+  };
+  // Cache-line aligned: threads write the blocks they allocate and free
+  // (state, requested, epoch); blocks of different threads sharing a line
+  // made 8-thread pairs of 512 B ~3x slower on the host backend.
+  struct alignas(64) Block {
+    std::uintptr_t addr = 0;
+    std::size_t size = 0;
+    Relaxed<std::size_t> requested;  // of a live block
+    Segment* segment = nullptr;
+    Block* prev = nullptr;      // address order within the segment (may be
+    Block* next = nullptr;      // non-adjacent across unmapped holes)
+    Stream stream = nullptr;    // owner: allocated on / freed in its order
+    std::vector<Stream> extra;  // other users (record_stream, cross-stream free)
+    std::uint64_t epoch = 0;    // StreamUse epoch of the free
+    PoolId pool = 0;
+    // dead and vacant: placeholders for address ranges of a segment whose
+    // chunks were stitched away, linked with the blocks but in neither the
+    // pointer map nor the free index. dead: the old mapping (an alias) is
+    // still there until its users' fences complete (see dead_); vacant:
+    // unmapped, to be mapped again when a request fits the free blocks
+    // around it plus the range.
+    enum class State : std::uint8_t { live, cached, free, dead, vacant };
+    // Atomic because the heap mutex's holder reads a neighbour's state (to
+    // coalesce) while a hot-path free may be turning it live -> cached,
+    // and a pointer shard's readers while a cache hit turns it cached ->
+    // live; live/cached both mean "not free", which is all the first
+    // needs, and a block popped from a cache is not yet anyone's pointer.
+    Relaxed<State> state;
+    bool neutral = false;  // free, every user's work done: usable by any stream
+    std::uintptr_t end() const noexcept { return addr + size; }
+  };
+  struct BySize {
+    bool operator()(const Block* a, const Block* b) const noexcept {
+      return a->size != b->size ? a->size < b->size : a->addr < b->addr;
+    }
+  };
+  using SizeSet = std::set<Block*, BySize>;
+  struct FreeIndex {
+    std::map<Stream, SizeSet> by_stream;  // kNeutral: usable by any stream
+  };
+  struct Segment {
+    VaRange range;                // reserved; mapped below `frontier` only
+    std::uintptr_t frontier = 0;  // where the next growth is mapped
+    SizeKind kind = SizeKind::large;
+    PoolId pool = 0;
+    std::vector<Mapping> chunks;             // mapped, sorted by va
+    std::vector<Reclaimer::Ticket> tickets;  // unmaps of chunks detached from it
+    Block* last = nullptr;                   // its highest block
+  };
+  struct PoolState {
+    std::array<FreeIndex, kSizeKinds> index;
+    // Per size kind: the segment new memory is mapped at the end of (its
+    // free tail merges with it), and the address span it was given.
+    std::array<Segment*, kSizeKinds> frontier{};
+    std::array<std::size_t, kSizeKinds> frontier_span{};
+    std::array<std::unordered_set<Block*>, kSizeKinds> vacant;  // vacant placeholders
+    std::size_t live = 0;
+    bool released = false;
+  };
+  static constexpr std::size_t kPtrShards = 64;
+  struct alignas(64) PtrShard {
+    mutable SpinLock mutex;
+    std::unordered_map<std::uintptr_t, Block*> blocks;  // every block, by address
+    std::uint64_t allocations = 0;  // made on the slow path (cache hits: ThreadCache)
+    std::uint64_t frees = 0;
+  };
+  // One thread's hot cache for this heap: plain blocks it freed, in LIFOs
+  // by (stream, size), in an open-addressing table. Guarded by `lock`: the
+  // owner takes it for each push and pop, other threads (holding the heap
+  // mutex) only to fold the blocks into the free index.
+  struct alignas(64) ThreadCache {
+    struct List {
+      Stream stream = nullptr;
+      std::size_t size = 0;        // 0: an empty slot
+      std::uint32_t last_use = 0;  // the heap's trim tick of the last push or pop
+      std::vector<Block*> blocks;
+    };
+    SpinLock lock;
+    std::vector<List> table;  // power-of-two size, linear probing
+    std::size_t slots_used = 0;
+    std::size_t blocks = 0;
+    std::uint64_t hits = 0;  // allocations served (for the allocation count)
+    bool detached = false;   // handed back: its thread exited or its heap is gone
+
+    List* find(Stream stream, std::size_t size) noexcept;
+    List& find_or_add(Stream stream, std::size_t size);
+    // Takes every block out (those of lists last used before `idle_before`
+    // only, if given: a tick in the heap's trim clock) and empties the
+    // table of unused slots.
+    void take(std::vector<Block*>& out, std::optional<std::uint32_t> idle_before = {});
+  };
+  struct Registry;
+  static Registry& registry();
+  // A dead placeholder's aliases and the fences guarding them.
+  struct Burial {
+    Block* placeholder = nullptr;
+    std::vector<Mapping> aliases;
+    std::vector<Fence> fences;
+  };
+  // A whole chunk inside a free block: a candidate for stitching or unmapping.
+  struct FreeChunk {
+    Block* block = nullptr;
+    std::size_t index = 0;  // into block->segment->chunks
+    std::size_t bytes = 0;
+  };
+
+  PtrShard& ptr_shard(std::uintptr_t addr) const;
+
+  // Hot path pieces.
+  // The calling thread's cache for this heap (made on first use), or
+  // nullptr while the thread is exiting.
+  ThreadCache* thread_cache();
+  Block* cache_pop(ThreadCache& tc, Stream stream, std::size_t size);
+  // A block of `size` for `stream` from another thread's cache (one that
+  // thread freed), or nullptr. Takes caches_mutex_.
+  Block* cache_steal(ThreadCache& tc, Stream stream, std::size_t size);
+  // False if the cache was handed back (the block must take the slow path).
+  bool cache_push(ThreadCache& tc, Block* b);
+  void activate(Block* b, std::size_t requested);  // ptr shard + counters
+  void count_alloc(std::size_t size, std::size_t requested);
+  // A thread exits: its cache's blocks go to the free index. Registry lock held.
+  void adopt_cache(ThreadCache& tc);
+
+  void* allocate_slow(std::size_t bytes, std::size_t rounded, Stream stream);
+
+  // Everything below: mutex_ held.
+  PoolId pool_for_locked(Stream stream) const;
+  FreeIndex& index_locked(PoolId pool, SizeKind kind);
+  // Folds thread caches into the free index: every cache; one; or, in every
+  // cache, the lists not used for `idle_ticks` trim ticks.
+  // `detach`: at teardown, the caches are handed back for good.
+  void flush_cache_locked(bool detach = false);
+  void flush_thread_cache_locked(ThreadCache& tc);
+  // Returns the blocks folded in.
+  std::size_t flush_idle_caches_locked(std::uint32_t idle_ticks);
+  void fold_cached_locked(const std::vector<Block*>& blocks);
+  void refresh_locked();
+  void index_insert_locked(Block* b);
+  void index_erase_locked(Block* b);
+  void map_insert(Block* b);
+  void map_erase(Block* b);
+  // Frees `b` into the index, coalescing with compatible free neighbours;
+  // neighbours merged away (deleted) are appended to `deleted` if given.
+  void free_locked(Block* b, std::vector<Block*>* deleted = nullptr);
+  bool mergeable(const Block* a, const Block* b) const;
+  bool usable_locked(Block* b, Stream stream);
+  Block* find_fit_locked(PoolId pool, SizeKind kind, Stream stream, std::size_t size);
+  void* take_locked(Block* b, std::size_t rounded, std::size_t bytes, Stream stream);
+  Block* grow_locked(PoolId pool, SizeKind kind, Stream stream, std::size_t rounded);
+  // Whether memory mapped next to `b` may merge with it and go to `stream`.
+  bool extendable_locked(const Block* b, Stream stream) const;
+  // The free block at the end of growing segment `seg` that new memory
+  // mapped behind it may merge with and go to `stream`, or nullptr.
+  Block* frontier_tail_locked(Segment* seg, Stream stream);
+  // A vacant range to map `need` bytes at the front of, so that with the
+  // free blocks around it (nullptr: none that may join) it holds a request.
+  struct Gap {
+    Block* vacant = nullptr;
+    Block* before = nullptr;
+    Block* after = nullptr;
+    std::size_t need = 0;
+    std::size_t span = 0;
+  };
+  // The gap needing the least new mapping (then the tightest), or none.
+  Gap best_gap_locked(PoolId pool, SizeKind kind, Stream stream, std::size_t rounded);
+  // The address span of a new growing segment that must hold `bytes`.
+  std::size_t frontier_span_locked(PoolId pool, SizeKind kind, std::size_t bytes);
+  bool is_frontier_locked(const Segment* seg) const;
+  std::vector<FreeChunk> free_chunks_locked(PoolId pool, Stream stream, bool for_stitch);
+  // Fences guarding the old address of `b`'s memory; false if some user is
+  // capturing (the memory cannot be unmapped yet).
+  bool unmap_fences_locked(Block* b, std::vector<Fence>& fences);
+  // Cuts the chosen chunks (their addresses, ascending, each a whole chunk
+  // of b's segment inside b) out of free block `b`; returns their mappings.
+  // The rest of `b` stays free. With `buried`, each run of carved chunks is
+  // left as a dead placeholder, appended there with its mappings (the
+  // caller adds the fences and registers it in dead_).
+  std::vector<Mapping> carve_locked(Block* b, const std::vector<std::uintptr_t>& chunk_vas,
+                                    std::vector<Burial>* buried = nullptr);
+  // Dead placeholders whose fences completed: their aliases are unmapped
+  // and the ranges become vacant.
+  void reap_dead_locked();
+  // `v` (its range unmapped) becomes vacant: merged with vacant neighbours,
+  // or given back to the frontier at the end of the mapped extent.
+  void make_vacant_locked(Block* v);
+  std::vector<Block*> placeholders_locked(Segment* seg);
+  // Deletes seg's placeholders, handing dead ones' fences and aliases over.
+  void bury_placeholders_locked(Segment* seg, std::vector<Fence>& fences,
+                                std::vector<Mapping>& mappings);
+  // The merged block carries the constraints of both.
+  static void absorb(Block* dst, const Block* src);
+  // dst takes in its (adjacent) next block, which is deleted.
+  void merge_next_locked(Block* dst);
+  // Hands detached mappings of `seg` to the reclaimer; frees the segment
+  // when it has no chunks left.
+  void retire_locked(Segment* seg, std::vector<Fence> fences, std::vector<Mapping> mappings);
+  std::size_t release_free_chunks_locked(bool complete_only, std::size_t budget);
+  // Free memory held: mapped but not allocated (free and cached blocks),
+  // plus the pool's cache.
+  std::size_t free_held_locked() const;
+  // One background-trim tick: the peak of allocated bytes over the last
+  // kDemandWindow (this tick's included).
+  std::size_t recent_demand();
+  void reclaim_for_oom_locked(Stream stream);
+  // Requests (records if none is outstanding) the fences that tell when the
+  // users of free block `b` other than `stream` are done with it.
+  void request_fences_locked(const Block* b, Stream stream);
+  // Free memory of `pool` that no stream may take yet: blocks whose other
+  // users' (Block::extra) work is not known to be done.
+  struct FencedFree {
+    std::size_t bytes = 0;
+    const Block* oldest = nullptr;  // lowest epoch
+    const Block* newest = nullptr;
+  };
+  FencedFree fenced_free_locked(PoolId pool);
+  // While fenced free memory is above Config::fenced_free_limit, waits for
+  // the users of its oldest block (`lock` released meanwhile) and looks for a
+  // fit again; nullptr once at or under the limit, or if the oldest block's
+  // fences were not recorded before this call (waiting for a fence recorded
+  // now would drain the GPU's queue), or if no wait is possible: the caller
+  // maps new memory. Records the fences a later wait needs in any case.
+  // `entry_epoch`: StreamUse::now() when the allocation took the lock.
+  Block* wait_for_fenced_free_locked(std::unique_lock<std::mutex>& lock, PoolId pool, SizeKind kind,
+                                     Stream stream, std::size_t rounded, std::uint64_t entry_epoch);
+  std::string oom_message_locked(std::size_t bytes, std::size_t rounded, PoolId pool,
+                                 const std::string& cause);
+  void migrate_pool_locked(PoolId pool);
+  void note_reserved_locked();
+  // Chunk sizes (largest first) for `bytes` of new memory for a request of
+  // `request` bytes.
+  std::vector<std::size_t> plan_new_chunks(std::size_t bytes, std::size_t request) const;
+
+  DeviceContext& context_;
+  Backend& backend_;
+  const std::size_t granularity_;
+  std::size_t device_total_ = 0;
+
+  mutable std::mutex mutex_;
+  StreamUse use_;
+  std::unordered_set<Segment*> segments_;
+  std::unordered_map<PoolId, PoolState> pools_;
+  std::vector<std::pair<Stream, PoolId>> capturing_into_;  // begin_pool streams
+  PoolId next_pool_ = 1;
+  std::atomic<std::size_t> active_pools_{0};
+  std::size_t mapped_bytes_ = 0;  // unique chunks mapped in segments
+  std::uint64_t stitches_ = 0;
+  std::uint64_t ooms_ = 0;
+  std::uint64_t fenced_free_waits_ = 0;
+  std::size_t peak_reserved_ = 0;
+  std::uint64_t frontier_sum_ = 0;           // refresh_locked's last look
+  std::unordered_map<Block*, Burial> dead_;  // dead placeholders
+  std::optional<std::chrono::steady_clock::time_point> over_limit_since_;
+
+  // Thread caches: this heap's id (a thread's caches are found by it, never
+  // by address), and the caches of every thread that used it.
+  const std::uint64_t id_;
+  mutable std::mutex caches_mutex_;
+  std::vector<std::shared_ptr<ThreadCache>> caches_;
+  std::uint64_t detached_hits_ = 0;  // hits counted by caches handed back (caches_mutex_)
+  // The background trim's clock: one tick per run (kTrimInterval).
+  std::atomic<std::uint32_t> trim_tick_{0};
+  // Demand: the peak of allocated bytes since the last trim tick, and the
+  // peaks of the window's slices (demand_mutex_, a leaf lock).
+  static constexpr std::size_t kDemandBuckets = 20;
+  std::atomic<std::size_t> demand_peak_{0};
+  std::mutex demand_mutex_;
+  std::array<std::size_t, kDemandBuckets> demand_buckets_{};
+  std::size_t demand_slot_ = 0;
+
+  mutable std::array<PtrShard, kPtrShards> ptrs_;
+
+  alignas(64) std::atomic<std::size_t> allocated_{0};
+  std::atomic<std::size_t> requested_{0};
+  std::atomic<std::size_t> peak_allocated_{0};
+  std::atomic<std::size_t> peak_requested_{0};
+
+  Reclaimer::TaskId trim_task_ = 0;
+};
+
+}  // namespace vmm

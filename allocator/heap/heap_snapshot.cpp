@@ -1,0 +1,72 @@
+// Heap::describe: the heap's segments, chunks and blocks for snapshots (see
+// allocator/record/snapshot_views.hpp). Reads the heap's internals under its own
+// locks, in its lock order: the heap mutex (segments, free index, pools),
+// then one pointer shard at a time (every block is in one, and a block's
+// fields are stable under its shard's lock). Never calls the driver; the
+// allocation hot path only meets it as a shard lock held for one copy.
+#include <algorithm>
+#include <unordered_map>
+
+#include "allocator/heap/heap.hpp"
+
+namespace vmm {
+
+HeapView Heap::describe(bool with_blocks) const {
+  HeapView out;
+  out.stats = stats();  // takes mutex_ itself
+  out.device_total_bytes = device_total_;
+
+  std::lock_guard lock(mutex_);
+  out.fences_recorded = use_.fences_recorded();
+  out.capturing_streams = capturing_into_.size();
+  for (const auto& [id, pool] : pools_) {
+    if (id != 0 && !pool.released) out.graph_pools.push_back(id);
+  }
+  std::sort(out.graph_pools.begin(), out.graph_pools.end());
+
+  std::vector<const Segment*> segments(segments_.begin(), segments_.end());
+  std::sort(segments.begin(), segments.end(),
+            [](const Segment* a, const Segment* b) { return a->range.base < b->range.base; });
+  std::unordered_map<const Segment*, std::size_t> index;
+  out.segments.reserve(segments.size());
+  for (const Segment* seg : segments) {
+    SegmentView v;
+    v.range = seg->range;
+    v.small = seg->kind == SizeKind::small;
+    v.pool = seg->pool;
+    v.pending_unmaps = seg->tickets.size();
+    v.chunks.reserve(seg->chunks.size());
+    for (const Mapping& m : seg->chunks) v.chunks.push_back({m.va, m.chunk.bytes, m.alias});
+    index.emplace(seg, out.segments.size());
+    out.segments.push_back(std::move(v));
+  }
+  if (!with_blocks) return out;
+
+  for (const PtrShard& sh : ptrs_) {
+    std::lock_guard shard_lock(sh.mutex);
+    for (const auto& [addr, b] : sh.blocks) {
+      auto it = index.find(b->segment);
+      if (it == index.end()) continue;  // cannot happen: every block has a live segment
+      BlockView v;
+      v.addr = b->addr;
+      v.size = b->size;
+      const Block::State state = b->state.get();
+      v.state = state == Block::State::live     ? BlockView::State::live
+                : state == Block::State::cached ? BlockView::State::cached
+                                                : BlockView::State::free;
+      v.requested = state == Block::State::live ? b->requested.get() : 0;
+      v.stream = reinterpret_cast<std::uintptr_t>(b->stream);
+      v.other_streams = b->extra.size();
+      v.neutral = b->neutral;
+      v.pool = b->pool;
+      out.segments[it->second].blocks.push_back(v);
+    }
+  }
+  for (SegmentView& v : out.segments) {
+    std::sort(v.blocks.begin(), v.blocks.end(),
+              [](const BlockView& a, const BlockView& b) { return a.addr < b.addr; });
+  }
+  return out;
+}
+
+}  // namespace vmm

@@ -1,0 +1,516 @@
+// Snapshot JSON: built from the registry (allocator/record/inspect_registry.hpp)
+// and each layer's describe() views with nlohmann_json, keys in a fixed
+// order. docs/snapshot.md documents every field; kSnapshotSchemaVersion
+// changes whenever a field changes meaning or goes away (adding fields does
+// not change it).
+#include "allocator/observe/snapshot.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <type_traits>
+
+#include "allocator/heap/heap.hpp"
+#include "allocator/record/event_ring.hpp"
+#include "allocator/record/inspect_registry.hpp"
+#include "allocator/record/snapshot_views.hpp"
+#include "allocator/vm/device_context.hpp"
+#include "allocator/vm/region.hpp"
+#include "vmmalloc/errors.hpp"
+
+#ifndef VMMALLOC_VERSION_STRING
+#define VMMALLOC_VERSION_STRING "unknown"
+#endif
+
+namespace vmm {
+
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+// The counters, listed once: name (PyTorch's memory_stats name where one
+// applies, else "vmmalloc.*") and field. docs/snapshot.md lists the same.
+static_assert(std::is_same_v<std::size_t, std::uint64_t>, "counters share one member type");
+struct CounterField {
+  const char* name;
+  std::size_t AllocatorStats::*field;
+};
+constexpr CounterField kCounters[] = {
+    {"allocated_bytes.all.current", &AllocatorStats::allocated_bytes},
+    {"allocated_bytes.all.peak", &AllocatorStats::peak_allocated_bytes},
+    {"requested_bytes.all.current", &AllocatorStats::requested_bytes},
+    {"requested_bytes.all.peak", &AllocatorStats::peak_requested_bytes},
+    {"reserved_bytes.all.current", &AllocatorStats::reserved_bytes},
+    {"reserved_bytes.all.peak", &AllocatorStats::peak_reserved_bytes},
+    {"inactive_split_bytes.all.current", &AllocatorStats::inactive_split_bytes},
+    {"active.all.current", &AllocatorStats::active_blocks},
+    {"allocation.all.allocated", &AllocatorStats::allocations},
+    {"allocation.all.freed", &AllocatorStats::frees},
+    {"num_ooms", &AllocatorStats::ooms},
+    {"num_device_alloc", &AllocatorStats::chunk_creates},
+    {"num_device_free", &AllocatorStats::chunk_releases},
+    {"vmmalloc.mapped_bytes", &AllocatorStats::mapped_bytes},
+    {"vmmalloc.cached_bytes", &AllocatorStats::cached_bytes},
+    {"vmmalloc.pending_bytes", &AllocatorStats::pending_bytes},
+    {"vmmalloc.stitches", &AllocatorStats::stitches},
+    {"vmmalloc.fenced_free_waits", &AllocatorStats::fenced_free_waits},
+};
+
+std::string read_file(const char* path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+Json process_json() {
+  Json p = Json::object();
+  p["pid"] = static_cast<long>(::getpid());
+  p["uid"] = static_cast<unsigned long>(::geteuid());
+  char exe[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  p["executable"] = n > 0 ? std::string(exe, static_cast<std::size_t>(n)) : std::string();
+  Json args = Json::array();
+  const std::string cmdline = read_file("/proc/self/cmdline");
+  for (std::size_t start = 0; start < cmdline.size();) {
+    std::size_t end = cmdline.find('\0', start);
+    if (end == std::string::npos) end = cmdline.size();
+    args.push_back(cmdline.substr(start, end - start));
+    start = end + 1;
+  }
+  p["command_line"] = std::move(args);
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  p["host"] = std::string(host);
+  return p;
+}
+
+Json config_json(const Config& c) {
+  Json j = Json::object();
+  const std::string text = c.to_string();
+  j["text"] = text;
+  Json options = Json::object();
+  for (std::size_t start = 0; start <= text.size();) {
+    std::size_t end = text.find(',', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string pair = text.substr(start, end - start);
+    const std::size_t colon = pair.find(':');
+    if (colon != std::string::npos) options[pair.substr(0, colon)] = pair.substr(colon + 1);
+    start = end + 1;
+  }
+  j["options"] = std::move(options);
+  return j;
+}
+
+Json chunk_json(const ChunkView& c) {
+  return Json{{"va", c.va}, {"bytes", c.bytes}, {"alias", c.alias}};
+}
+
+Json range_json(const VaRange& r) { return Json{{"base", r.base}, {"bytes", r.bytes}}; }
+
+const char* block_state_name(BlockView::State s) {
+  switch (s) {
+    case BlockView::State::live:
+      return "live";
+    case BlockView::State::cached:
+      return "cached";
+    case BlockView::State::free:
+      return "free";
+  }
+  return "?";
+}
+
+std::string hex(std::uintptr_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+Json event_json(const Event& e) {
+  Json j = Json::object();
+  j["t_ns"] = e.time_ns;
+  j["kind"] = event_kind_name(e.kind);
+  j["device"] = e.device;
+  j["addr"] = e.addr;
+  j["bytes"] = e.bytes;
+  switch (e.kind) {
+    case EventKind::allocate:
+      j["requested"] = e.detail;
+      j["stream"] = e.stream;
+      break;
+    case EventKind::free:
+      j["stream"] = e.stream;
+      break;
+    case EventKind::map:
+    case EventKind::unmap:
+      j["chunks"] = e.detail;
+      break;
+    case EventKind::grow:
+    case EventKind::shrink:
+      j["previous"] = e.detail;
+      break;
+    case EventKind::oom:
+      j["stream"] = e.stream;
+      j["workspace"] = e.detail != 0;
+      break;
+  }
+  j["mapped_after"] = e.mapped_after;
+  return j;
+}
+
+// One device context, with the heaps and workspace regions registered on it.
+Json device_json(DeviceContext& ctx, const std::vector<const Heap*>& heaps,
+                 const std::vector<inspect::RegisteredRegion>& regions, bool full) {
+  Backend& backend = ctx.backend();
+  Json d = Json::object();
+  d["device"] = ctx.device();
+  d["backend"] = backend.name();
+  d["granularity"] = backend.granularity();
+
+  std::vector<HeapView> heap_views;
+  for (const Heap* h : heaps) heap_views.push_back(h->describe(full));
+  std::size_t device_total = 0;
+  for (const HeapView& v : heap_views) device_total = std::max(device_total, v.device_total_bytes);
+  if (device_total != 0) {
+    d["total_bytes"] = device_total;
+  } else {
+    d["total_bytes"] = nullptr;
+  }
+  d["config"] = ctx.config().to_string();
+
+  // Workspaces: read each region once.
+  struct WorkspaceRead {
+    const inspect::RegisteredRegion* reg;
+    RegionInfo info;
+    std::size_t capacity;
+  };
+  std::vector<WorkspaceRead> workspaces;
+  for (const inspect::RegisteredRegion& r : regions) {
+    workspaces.push_back({&r, r.region->info(), r.region->capacity()});
+  }
+
+  const Reclaimer::Accounting acct = ctx.reclaimer().accounting();
+  const std::vector<std::size_t> cached_counts = ctx.pool().cached_counts();
+  const std::vector<std::size_t>& classes = ctx.pool().chunk_classes();
+  const AddressSpaceStats va = ctx.address_space().stats();
+
+  // Totals (docs/snapshot.md#totals).
+  std::size_t heap_mapped = 0, heap_allocated = 0, ws_mapped = 0, ws_size = 0;
+  for (const HeapView& v : heap_views) {
+    heap_mapped += v.stats.mapped_bytes;
+    heap_allocated += v.stats.allocated_bytes;
+  }
+  for (const WorkspaceRead& w : workspaces) {
+    ws_mapped += w.info.mapped_bytes;
+    ws_size += w.info.size;
+  }
+  Json totals = Json::object();
+  totals["in_use_bytes"] = heap_allocated + ws_size;
+  totals["mapped_bytes"] = heap_mapped + ws_mapped;
+  totals["cached_bytes"] =
+      acct.pool.cached_bytes + (heap_mapped > heap_allocated ? heap_mapped - heap_allocated : 0);
+  totals["pending_bytes"] = acct.reclaimer.pending_bytes;
+  totals["physical_bytes"] = acct.pool.created_bytes;
+  totals["reserved_va_bytes"] = va.reserved_bytes;
+  totals["heap_allocated_bytes"] = heap_allocated;
+  totals["heap_mapped_bytes"] = heap_mapped;
+  totals["workspace_size_bytes"] = ws_size;
+  totals["workspace_mapped_bytes"] = ws_mapped;
+  totals["va_mapped_bytes"] = events::mapped_bytes(ctx.device());
+  totals["workspaces"] = workspaces.size();
+  std::size_t segments = 0;
+  for (const HeapView& v : heap_views) segments += v.segments.size();
+  totals["heap_segments"] = segments;
+  d["totals"] = std::move(totals);
+
+  if (heap_views.empty()) {
+    d["counters"] = nullptr;
+  } else {
+    Json counters = Json::object();
+    for (const CounterField& c : kCounters) {
+      std::size_t sum = 0;
+      for (const HeapView& v : heap_views) sum += v.stats.*c.field;
+      counters[c.name] = sum;
+    }
+    d["counters"] = std::move(counters);
+  }
+
+  Json pool = Json::object();
+  pool["chunk_classes"] = classes;
+  pool["cache_limit"] = ctx.pool().cache_limit();
+  pool["memory_cap"] = acct.pool.memory_cap_bytes;
+  pool["created_bytes"] = acct.pool.created_bytes;
+  pool["acquired_bytes"] = acct.pool.acquired_bytes;
+  pool["cached_bytes"] = acct.pool.cached_bytes;
+  pool["peak_created_bytes"] = acct.pool.peak_created_bytes;
+  pool["creates"] = acct.pool.creates;
+  pool["releases"] = acct.pool.releases;
+  pool["cache_hits"] = acct.pool.cache_hits;
+  Json cached = Json::array();
+  for (std::size_t i = 0; i < classes.size() && i < cached_counts.size(); ++i) {
+    if (cached_counts[i] != 0)
+      cached.push_back(Json{{"bytes", classes[i]}, {"count", cached_counts[i]}});
+  }
+  pool["cached_chunks"] = std::move(cached);
+  d["pool"] = std::move(pool);
+
+  Json space = Json::object();
+  space["reserved_bytes"] = va.reserved_bytes;
+  space["allocated_bytes"] = va.allocated_bytes;
+  space["reservation_size"] = va.reservation_size;
+  space["reservation_count"] = va.reservations;
+  if (full) {
+    Json list = Json::array();
+    for (const ReservationView& r : ctx.address_space().describe()) {
+      Json free = Json::array();
+      for (const VaRange& f : r.free) free.push_back(range_json(f));
+      list.push_back(Json{{"base", r.range.base},
+                          {"bytes", r.range.bytes},
+                          {"dedicated", r.dedicated},
+                          {"allocated_bytes", r.allocated_bytes},
+                          {"free", std::move(free)}});
+    }
+    space["reservations"] = std::move(list);
+  }
+  d["address_space"] = std::move(space);
+
+  Json reclaimer = Json::object();
+  reclaimer["pending_bytes"] = acct.reclaimer.pending_bytes;
+  reclaimer["pending_entries"] = acct.reclaimer.pending_entries;
+  reclaimer["reclaimed_entries"] = acct.reclaimer.reclaimed_entries;
+  reclaimer["reclaimed_bytes"] = acct.reclaimer.reclaimed_bytes;
+  reclaimer["cancelled_entries"] = acct.reclaimer.cancelled_entries;
+  reclaimer["failures"] = acct.reclaimer.failures;
+  if (full) {
+    Json pending = Json::array();
+    for (const ReclaimView& r : ctx.reclaimer().describe()) {
+      Json fences = Json::array();
+      for (bool complete : r.fences_complete) fences.push_back(Json{{"complete", complete}});
+      Json maps = Json::array();
+      for (const ChunkView& c : r.mappings) maps.push_back(chunk_json(c));
+      Json entry = Json::object();
+      entry["ticket"] = r.ticket;
+      entry["bytes"] = r.bytes;
+      entry["in_progress"] = r.in_progress;
+      entry["fences"] = std::move(fences);
+      entry["mappings"] = std::move(maps);
+      if (r.range.empty()) {
+        entry["range"] = nullptr;
+      } else {
+        entry["range"] = range_json(r.range);
+      }
+      pending.push_back(std::move(entry));
+    }
+    reclaimer["pending"] = std::move(pending);
+  }
+  d["reclaimer"] = std::move(reclaimer);
+
+  if (!heap_views.empty()) {
+    Json heap = Json::object();
+    std::vector<PoolId> pools;
+    std::uint64_t fences = 0;
+    std::size_t capturing = 0;
+    for (const HeapView& v : heap_views) {
+      pools.insert(pools.end(), v.graph_pools.begin(), v.graph_pools.end());
+      fences += v.fences_recorded;
+      capturing += v.capturing_streams;
+    }
+    heap["heaps"] = heap_views.size();
+    heap["graph_pools"] = pools;
+    heap["capturing_streams"] = capturing;
+    heap["fences_recorded"] = fences;
+    d["heap"] = std::move(heap);
+  } else {
+    d["heap"] = nullptr;
+  }
+
+  if (full) {
+    Json list = Json::array();
+    for (const WorkspaceRead& w : workspaces) {
+      Json r = Json::object();
+      r["id"] = "workspace:" + std::to_string(w.reg->id);
+      r["owner"] = "workspace";
+      r["name"] = w.reg->name;
+      r["base"] = w.info.range.base;
+      r["capacity"] = w.capacity;
+      r["reserved_bytes"] = w.info.range.bytes;
+      r["size"] = w.info.size;
+      r["mapped_bytes"] = w.info.mapped_bytes;
+      r["in_use_bytes"] = w.info.size;
+      Json chunks = Json::array();
+      for (const Mapping& m : w.info.chunks)
+        chunks.push_back(chunk_json({m.va, m.chunk.bytes, m.alias}));
+      r["chunks"] = std::move(chunks);
+      r["pending_reclaims"] = w.info.pending.size();
+      list.push_back(std::move(r));
+    }
+    for (const HeapView& v : heap_views) {
+      for (const SegmentView& s : v.segments) {
+        Json r = Json::object();
+        r["id"] = "heap:" + hex(s.range.base);
+        r["owner"] = "heap";
+        r["name"] = s.small ? "small" : "large";
+        r["base"] = s.range.base;
+        r["capacity"] = s.range.bytes;
+        r["reserved_bytes"] = s.range.bytes;
+        r["pool"] = s.pool;
+        std::size_t mapped = 0, in_use = 0;
+        Json chunks = Json::array();
+        for (const ChunkView& c : s.chunks) {
+          mapped += c.bytes;
+          chunks.push_back(chunk_json(c));
+        }
+        Json blocks = Json::array();
+        for (const BlockView& b : s.blocks) {
+          if (b.state == BlockView::State::live) in_use += b.size;
+          Json bj = Json::object();
+          bj["addr"] = b.addr;
+          bj["size"] = b.size;
+          bj["requested"] = b.requested;
+          bj["stream"] = b.stream;
+          bj["state"] = block_state_name(b.state);
+          bj["other_streams"] = b.other_streams;
+          bj["neutral"] = b.neutral;
+          bj["pool"] = b.pool;
+          blocks.push_back(std::move(bj));
+        }
+        r["mapped_bytes"] = mapped;
+        r["in_use_bytes"] = in_use;
+        r["chunks"] = std::move(chunks);
+        r["blocks"] = std::move(blocks);
+        r["pending_reclaims"] = s.pending_unmaps;
+        list.push_back(std::move(r));
+      }
+    }
+    d["regions"] = std::move(list);
+  }
+  return d;
+}
+
+std::uint64_t now_unix_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+}  // namespace
+
+std::string snapshot_json(std::string_view reason, SnapshotDetail detail) {
+  const bool full = detail == SnapshotDetail::full;
+  Json s = Json::object();
+  s["schema"] = kSnapshotSchema;
+  s["version"] = kSnapshotSchemaVersion;
+  s["detail"] = full ? "full" : "summary";
+  s["reason"] = std::string(reason);
+  s["time_unix_ns"] = now_unix_ns();
+  s["library"] = Json{{"version", VMMALLOC_VERSION_STRING}};
+  s["process"] = process_json();
+  if (const Config* c = process_observability_config()) {
+    s["config"] = config_json(*c);
+  } else {
+    s["config"] = nullptr;
+  }
+
+  Json devices = Json::array();
+  inspect::visit([&](const inspect::Registered& reg) {
+    for (DeviceContext* ctx : reg.contexts) {
+      std::vector<const Heap*> heaps;
+      for (const Heap* h : reg.heaps) {
+        if (&h->context() == ctx) heaps.push_back(h);
+      }
+      std::vector<inspect::RegisteredRegion> regions;
+      for (const inspect::RegisteredRegion& r : reg.regions) {
+        if (&r.region->context() == ctx) regions.push_back(r);
+      }
+      devices.push_back(device_json(*ctx, heaps, regions, full));
+    }
+  });
+  s["devices"] = std::move(devices);
+
+  const EventRing::Contents ring = events::ring().read();
+  Json ev = Json::object();
+  ev["capacity"] = events::ring().capacity();
+  ev["recorded"] = ring.recorded;
+  ev["lost"] = ring.lost;
+  ev["allocation_events"] = events::allocation_events_on();
+  if (full) {
+    Json items = Json::array();
+    for (const Event& e : ring.events) items.push_back(event_json(e));
+    ev["items"] = std::move(items);
+  }
+  s["events"] = std::move(ev);
+  return s.dump();
+}
+
+std::string expand_snapshot_path(std::string_view path) {
+  if (path.empty()) throw InvalidArgumentError("snapshot path is empty");
+  std::string out;
+  for (std::size_t i = 0; i < path.size(); ++i) {
+    if (path[i] != '%') {
+      out += path[i];
+      continue;
+    }
+    const char next = i + 1 < path.size() ? path[i + 1] : '\0';
+    if (next == 'p') {
+      out += std::to_string(::getpid());
+    } else if (next == '%') {
+      out += '%';
+    } else {
+      throw InvalidArgumentError("snapshot path \"" + std::string(path) +
+                                 "\": unknown sequence \"%" + std::string(next ? 1 : 0, next) +
+                                 "\" (valid: %p for the process id, %% for %)");
+    }
+    ++i;
+  }
+  return out;
+}
+
+std::string write_snapshot_file(std::string_view path, std::string_view reason) {
+  const std::string target = expand_snapshot_path(path);
+  const std::string text = snapshot_json(reason, SnapshotDetail::full);
+  const std::string tmp = target + ".tmp." + std::to_string(::getpid());
+  auto fail = [&](const char* what) {
+    const int err = errno;
+    throw InvalidArgumentError("writing the snapshot to " + target + " failed: " + what + ": " +
+                               std::strerror(err));
+  };
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail(("open " + tmp).c_str());
+  std::size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      errno = err;
+      fail("write");
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    errno = err;
+    fail("close");
+  }
+  if (::rename(tmp.c_str(), target.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    errno = err;
+    fail("rename");
+  }
+  return target;
+}
+
+}  // namespace vmm
