@@ -408,18 +408,15 @@ int run(int argc, char** argv) {
     streams.streams.push_back(s);
   }
 
-  al::Meta meta;
-  meta.commit = c.commit;
+  vmm::bench::RunInfo meta = vmm::bench::run_info("alloc_latency", c.commit, argc, argv);
   meta.device = cuda ? std::string(prop.name) : std::string("host backend");
-  meta.driver = cuda ? al::kernel_driver_version() : std::nullopt;
+  meta.driver = cuda ? vmm::bench::kernel_driver_version() : std::nullopt;
   if (cuda && !meta.driver) {
     int v = 0;
     if (cudaDriverGetVersion(&v) == cudaSuccess && v > 0) {
       meta.driver = "CUDA " + std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
     }
   }
-  meta.date = al::utc_now_iso();
-  meta.command = al::command_line(argc, argv);
 
   std::printf("alloc_latency: %s (device %d), driver %s, commit %s; each thread its own stream\n",
               meta.device.c_str(), c.device, meta.driver ? meta.driver->c_str() : "?",
@@ -439,7 +436,7 @@ int run(int argc, char** argv) {
   }
   if (cuda) CUDA_CHECK(cudaDeviceSynchronize());
 
-  al::write_file(c.out, al::to_json(meta, rows));
+  al::write_results(c.out, meta, rows);
   std::printf("\nwrote %s\n", c.out.c_str());
   return 0;
 }

@@ -1,9 +1,11 @@
-// The measuring loop and the results writer shared by bench/alloc_latency
-// (vmmalloc, cudaMalloc, cudaMallocAsync; static CUDA runtime) and
-// bench/alloc_latency_torch (PyTorch's caching allocator; built against the
-// installed torch). Header-only, C++20 standard library plus tools/cli.hpp
-// (size arguments in the library's grammar, allocator/base/units.cpp), so both
-// programs measure exactly the same way whatever runtime they link.
+// The measuring loop and the rows of the results file shared by
+// bench/alloc_latency (vmmalloc, cudaMalloc, cudaMallocAsync; static CUDA
+// runtime) and bench/alloc_latency_torch (PyTorch's caching allocator; built
+// against the installed torch). Header-only, C++20 standard library plus
+// tools/cli.hpp (size arguments in the library's grammar,
+// allocator/base/units.cpp) and bench/results_writer.hpp (the file's
+// envelope), so both programs measure exactly the same way whatever runtime
+// they link.
 //
 // One cell = one system, one size, N threads. Each thread:
 //   1. set-up (its stream: thread i always uses stream i of a fixed set, so
@@ -24,24 +26,19 @@
 #include <algorithm>
 #include <atomic>
 #include <barrier>
-#include <cctype>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
 #include <exception>
-#include <filesystem>
-#include <fstream>
 #include <optional>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "results_writer.hpp"
 #include "tools/cli.hpp"
 
 namespace alloc_latency {
@@ -223,7 +220,7 @@ inline const char* common_usage() {
          "  --warmup-ms 20                warm-up per thread and cell\n"
          "  --batch-us 100                target length of one timed batch\n"
          "  --device 0\n"
-         "  --out FILE                    results file (BENCH.md format)\n"
+         "  --out FILE                    results file (format: docs/benchmarks.md)\n"
          "  --commit SHA                  recorded in the file (default $VMMALLOC_COMMIT)\n";
 }
 
@@ -284,126 +281,30 @@ inline void validate_common(Common& c) {
 
 inline int max_threads(const Common& c) { return *std::max_element(c.threads.begin(), c.threads.end()); }
 
-// ---------------------------------------------------------- run metadata
+// ------------------------------------------------------------ results
 
-inline std::string shell_quote(const std::string& s) {
-  if (!s.empty() && s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                        "0123456789_./=,:+-@%") == std::string::npos) {
-    return s;
+// The rows in the results file (bench/results_writer.hpp writes the
+// envelope), one line each: ns to 0.1, pairs/s to 1, driver calls to 1e-6.
+inline vmm::bench::Json rows_json(const std::vector<Row>& rows) {
+  using vmm::bench::Json;
+  using vmm::bench::rounded;
+  Json out = Json::array();
+  for (const Row& r : rows) {
+    Json j;
+    j["system"] = r.system;
+    j["size_bytes"] = r.size_bytes;
+    j["threads"] = r.threads;
+    j["ns_per_pair_median"] = rounded(r.ns_per_pair_median, 1);
+    j["pairs_per_s_total"] = rounded(r.pairs_per_s_total, 0);
+    if (r.driver_calls_per_pair) j["driver_calls_per_pair"] = rounded(*r.driver_calls_per_pair, 6);
+    out.push_back(std::move(j));
   }
-  std::string q = "'";
-  for (char ch : s) {
-    if (ch == '\'') q += "'\\''";
-    else q += ch;
-  }
-  return q + "'";
+  return out;
 }
 
-inline std::string command_line(int argc, char** argv) {
-  std::string cmd;
-  for (int i = 0; i < argc; ++i) {
-    if (i) cmd += ' ';
-    cmd += shell_quote(argv[i]);
-  }
-  return cmd;
-}
-
-inline std::string utc_now_iso() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-// The kernel module's version ("580.159.04") where the driver publishes it.
-inline std::optional<std::string> kernel_driver_version() {
-  std::ifstream f("/proc/driver/nvidia/version");
-  std::string line;
-  if (!f || !std::getline(f, line)) return std::nullopt;
-  // "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.04  ..."
-  std::istringstream in(line);
-  std::string word;
-  while (in >> word) {
-    const bool digits_and_dots =
-        !word.empty() && std::isdigit(static_cast<unsigned char>(word[0])) &&
-        word.find_first_not_of("0123456789.") == std::string::npos && word.find('.') != std::string::npos;
-    if (digits_and_dots) return word;
-  }
-  return std::nullopt;
-}
-
-// ------------------------------------------------------------------ JSON
-
-inline std::string json_string(const std::string& s) {
-  std::string o = "\"";
-  for (unsigned char ch : s) {
-    switch (ch) {
-      case '"': o += "\\\""; break;
-      case '\\': o += "\\\\"; break;
-      case '\n': o += "\\n"; break;
-      case '\t': o += "\\t"; break;
-      default:
-        if (ch < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", ch);
-          o += buf;
-        } else {
-          o += static_cast<char>(ch);
-        }
-    }
-  }
-  return o + "\"";
-}
-
-// v rounded to `decimals` decimal places, in its shortest form.
-inline std::string json_number(double v, int decimals) {
-  if (!std::isfinite(v)) return "null";
-  const double scale = std::pow(10.0, decimals);
-  char buf[40];
-  const auto res = std::to_chars(buf, buf + sizeof buf, std::round(v * scale) / scale);
-  return std::string(buf, res.ptr);
-}
-
-struct Meta {
-  std::string commit, device, date, command;
-  std::optional<std::string> driver;
-};
-
-inline std::string to_json(const Meta& m, const std::vector<Row>& rows) {
-  std::string o = "{\n";
-  o += "  \"bench\": \"alloc_latency\",\n";
-  o += "  \"commit\": " + json_string(m.commit) + ",\n";
-  o += "  \"device\": " + json_string(m.device) + ",\n";
-  o += "  \"driver\": " + (m.driver ? json_string(*m.driver) : std::string("null")) + ",\n";
-  o += "  \"date\": " + json_string(m.date) + ",\n";
-  o += "  \"command\": " + json_string(m.command) + ",\n";
-  o += "  \"rows\": [";
-  for (std::size_t i = 0; i < rows.size(); ++i) {
-    const Row& r = rows[i];
-    o += i ? ",\n    {" : "\n    {";
-    o += "\"system\": " + json_string(r.system);
-    o += ", \"size_bytes\": " + std::to_string(r.size_bytes);
-    o += ", \"threads\": " + std::to_string(r.threads);
-    o += ", \"ns_per_pair_median\": " + json_number(r.ns_per_pair_median, 1);
-    o += ", \"pairs_per_s_total\": " + json_number(r.pairs_per_s_total, 0);
-    if (r.driver_calls_per_pair) {
-      o += ", \"driver_calls_per_pair\": " + json_number(*r.driver_calls_per_pair, 6);
-    }
-    o += "}";
-  }
-  o += rows.empty() ? "]\n}\n" : "\n  ]\n}\n";
-  return o;
-}
-
-inline void write_file(const std::string& path, const std::string& text) {
-  const std::filesystem::path p(path);
-  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f << text;
-  f.close();
-  if (!f) throw std::runtime_error("cannot write " + path);
+inline void write_results(const std::string& path, const vmm::bench::RunInfo& info,
+                          const std::vector<Row>& rows) {
+  vmm::bench::write_results(path, info, rows_json(rows), vmm::bench::RowLayout::kOneLinePerRow);
 }
 
 // ------------------------------------------------------------- stdout

@@ -13,9 +13,9 @@
 // default settings: the caller must leave PYTORCH_CUDA_ALLOC_CONF unset (the
 // program refuses to run if the backend is not the native caching allocator).
 //
-// Writes the rows in the results format of BENCH.md; the card and driver are
-// taken from bench/alloc_latency's file when bench/alloc_latency_merge.py
-// merges the two.
+// Writes the rows in the results format of docs/benchmarks.md; the card and
+// driver are taken from bench/alloc_latency's file when
+// bench/alloc_latency_merge.py merges the two.
 
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -107,12 +107,9 @@ int run(int argc, char** argv) {
     sys.streams.push_back(c10::cuda::getStreamFromPool(false, sys.device).stream());
   }
 
-  al::Meta meta;
-  meta.commit = c.commit;
+  vmm::bench::RunInfo meta = vmm::bench::run_info("alloc_latency", c.commit, argc, argv);
   meta.device = "unknown";  // bench/alloc_latency_merge.py takes the card from alloc_latency
-  meta.driver = al::kernel_driver_version();
-  meta.date = al::utc_now_iso();
-  meta.command = al::command_line(argc, argv);
+  meta.driver = vmm::bench::kernel_driver_version();
 
   std::printf("alloc_latency_torch: device %d, allocator backend %s, commit %s; each thread its own "
               "stream\n",
@@ -129,7 +126,7 @@ int run(int argc, char** argv) {
       rows.push_back({"torch-caching", bytes, threads, cell.ns_per_pair_median, cell.pairs_per_s_total, {}});
     }
   }
-  al::write_file(c.out, al::to_json(meta, rows));
+  al::write_results(c.out, meta, rows);
   std::printf("\nwrote %s\n", c.out.c_str());
   return 0;
 }

@@ -14,8 +14,8 @@
 // a resize), peak device memory in use over the baseline, whether a resize
 // waited for the queued work, whether the base address stayed, and a data
 // check (a pattern written into every part as it appears, checked after the
-// last grow). Writes bench/results/workspace_growth.json in the format of
-// BENCH.md and prints a table.
+// last grow). Writes bench/results/workspace_growth.json (the results format
+// of docs/benchmarks.md, through bench/results_writer.hpp) and prints a table.
 //
 // Never links libcuda: driver functions come from
 // cudaGetDriverEntryPointByVersion, so cuMemGetInfo is read from the driver
@@ -26,30 +26,20 @@
 
 #include <algorithm>
 #include <atomic>
-#include <charconv>
 #include <chrono>
 #include <cmath>
-#include <cctype>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
-#include <filesystem>
-#include <fstream>
 #include <memory>
 #include <optional>
-#include <regex>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
-#if defined(VMMALLOC_HAVE_NLOHMANN_JSON) && VMMALLOC_HAVE_NLOHMANN_JSON
-#include <nlohmann/json.hpp>
-#endif
-
+#include "results_writer.hpp"
 #include "tools/cli.hpp"
 #include "vmmalloc/errors.hpp"
 #include "vmmalloc/vmmalloc.h"
@@ -544,7 +534,7 @@ struct Row {
   double max_resize_ms = 0;
   bool waited_for_queue = false;
   bool address_stable = true;
-  // Reported on stdout only (not fields of BENCH.md's row).
+  // Reported on stdout only (not fields of the results file's row).
   double initial_alloc_ms = 0;
   unsigned long long mismatches = 0;
   unsigned long long first_bad_word = 0;
@@ -753,46 +743,10 @@ Options parse_options(int argc, char** argv) {
 
 // ---------------------------------------------------------- run metadata
 
-std::string shell_quote(const std::string& s) {
-  if (!s.empty() && s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                        "0123456789_./=,:+-@%") == std::string::npos) {
-    return s;
-  }
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'') q += "'\\''";
-    else q += c;
-  }
-  return q + "'";
-}
-
-std::string command_line(int argc, char** argv) {
-  std::string cmd;
-  for (int i = 0; i < argc; ++i) {
-    if (i) cmd += ' ';
-    cmd += shell_quote(argv[i]);
-  }
-  return cmd;
-}
-
-std::string utc_now_iso() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 // The kernel module's version ("580.159.04") where the driver publishes it;
 // otherwise the CUDA version the driver supports.
 std::string driver_version() {
-  std::ifstream f("/proc/driver/nvidia/version");
-  std::string line;
-  if (f && std::getline(f, line)) {
-    std::smatch m;
-    if (std::regex_search(line, m, std::regex(R"(\b(\d+\.\d+(\.\d+)?)\b)"))) return m[1];
-  }
+  if (auto v = vmm::bench::kernel_driver_version()) return *v;
   int v = 0;
   if (cudaDriverGetVersion(&v) != cudaSuccess || v <= 0) return "unknown";
   return "CUDA " + std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
@@ -845,101 +799,24 @@ void print_table(const Options& o, const std::vector<Row>& rows) {
   }
 }
 
-struct Meta {
-  std::string commit, device, driver, date, command;
-};
-
-#if defined(VMMALLOC_HAVE_NLOHMANN_JSON) && VMMALLOC_HAVE_NLOHMANN_JSON
-std::string to_json(const Meta& m, const std::vector<Row>& rows) {
-  // ordered_json keeps BENCH.md's key order.
-  nlohmann::ordered_json doc;
-  doc["bench"] = "workspace_growth";
-  doc["commit"] = m.commit;
-  doc["device"] = m.device;
-  doc["driver"] = m.driver;
-  doc["date"] = m.date;
-  doc["command"] = m.command;
-  doc["rows"] = nlohmann::ordered_json::array();
+// The rows of the results file, every value on a line of its own as
+// nlohmann_json indents it; times rounded to 0.1 us.
+vmm::bench::Json rows_json(const std::vector<Row>& rows) {
+  using vmm::bench::Json;
+  Json out = Json::array();
   for (const auto& r : rows) {
-    nlohmann::ordered_json j;
+    Json j;
     j["system"] = r.system;
     j["final_bytes"] = r.final_bytes;
     j["peak_device_bytes"] = r.peak_device_bytes;
-    j["resize_ms"] = nlohmann::ordered_json::array();
+    j["resize_ms"] = Json::array();
     for (double v : r.resize_ms) j["resize_ms"].push_back(round_to(v, 1e-4));
     j["max_resize_ms"] = round_to(r.max_resize_ms, 1e-4);
     j["waited_for_queue"] = r.waited_for_queue;
     j["address_stable"] = r.address_stable;
-    doc["rows"].push_back(std::move(j));
+    out.push_back(std::move(j));
   }
-  return doc.dump(2) + "\n";
-}
-#else
-// The same document without nlohmann_json.
-std::string json_string(const std::string& s) {
-  std::string o = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': o += "\\\""; break;
-      case '\\': o += "\\\\"; break;
-      case '\n': o += "\\n"; break;
-      case '\t': o += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          o += buf;
-        } else {
-          o += static_cast<char>(c);
-        }
-    }
-  }
-  return o + "\"";
-}
-
-std::string json_number(double v) {
-  char buf[32];
-  const auto res = std::to_chars(buf, buf + sizeof buf, round_to(v, 1e-4));
-  return std::string(buf, res.ptr);
-}
-
-std::string to_json(const Meta& m, const std::vector<Row>& rows) {
-  std::string o = "{\n";
-  o += "  \"bench\": \"workspace_growth\",\n";
-  o += "  \"commit\": " + json_string(m.commit) + ",\n";
-  o += "  \"device\": " + json_string(m.device) + ",\n";
-  o += "  \"driver\": " + json_string(m.driver) + ",\n";
-  o += "  \"date\": " + json_string(m.date) + ",\n";
-  o += "  \"command\": " + json_string(m.command) + ",\n";
-  o += "  \"rows\": [";
-  for (std::size_t i = 0; i < rows.size(); ++i) {
-    const Row& r = rows[i];
-    o += i ? ",\n    {\n" : "\n    {\n";
-    o += "      \"system\": " + json_string(r.system) + ",\n";
-    o += "      \"final_bytes\": " + std::to_string(r.final_bytes) + ",\n";
-    o += "      \"peak_device_bytes\": " + std::to_string(r.peak_device_bytes) + ",\n";
-    o += "      \"resize_ms\": [";
-    for (std::size_t k = 0; k < r.resize_ms.size(); ++k) {
-      o += (k ? ", " : "") + json_number(r.resize_ms[k]);
-    }
-    o += "],\n";
-    o += "      \"max_resize_ms\": " + json_number(r.max_resize_ms) + ",\n";
-    o += std::string("      \"waited_for_queue\": ") + (r.waited_for_queue ? "true" : "false") + ",\n";
-    o += std::string("      \"address_stable\": ") + (r.address_stable ? "true" : "false") + "\n";
-    o += "    }";
-  }
-  o += rows.empty() ? "]\n}\n" : "\n  ]\n}\n";
-  return o;
-}
-#endif
-
-void write_file(const std::string& path, const std::string& text) {
-  const std::filesystem::path p(path);
-  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f << text;
-  f.close();
-  if (!f) throw std::runtime_error("cannot write " + path);
+  return out;
 }
 
 int run(int argc, char** argv) {
@@ -1006,15 +883,12 @@ int run(int argc, char** argv) {
   CUDA_CHECK(cudaEventDestroy(e1));
   CUDA_CHECK(cudaFree(scratch));
 
-  Meta meta;
-  meta.commit = opt.commit;
+  vmm::bench::RunInfo meta = vmm::bench::run_info("workspace_growth", opt.commit, argc, argv);
   meta.device = prop.name;
   meta.driver = driver_version();
-  meta.date = utc_now_iso();
-  meta.command = command_line(argc, argv);
 
   std::printf("workspace_growth: %s (device %d), driver %s, commit %s\n", meta.device.c_str(),
-              opt.device, meta.driver.c_str(), meta.commit.c_str());
+              opt.device, meta.driver->c_str(), meta.commit.c_str());
   std::printf("queued work: spin kernel of %.1f ms requested, %.2f ms measured with events\n",
               opt.work_ms, spin_measured);
   if (spin_measured < 0.9 * opt.work_ms) {
@@ -1054,7 +928,7 @@ int run(int argc, char** argv) {
     for (const auto& f : failures) std::fprintf(stderr, "  %s\n", f.c_str());
     return 1;
   }
-  write_file(opt.out, to_json(meta, rows));
+  vmm::bench::write_results(opt.out, meta, rows_json(rows), vmm::bench::RowLayout::kIndented);
   std::printf("\nwrote %s\n", opt.out.c_str());
   return 0;
 }
