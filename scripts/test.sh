@@ -2,7 +2,8 @@
 # Builds vmmalloc and runs every test. What .ci/run calls.
 #
 #   1. scripts/setup-deps.sh   installs what is missing (Debian packages)
-#   2. build/                  configure + build everything, run all CTest
+#   2. build/                  configure + build everything with warnings as
+#                              errors (VMMALLOC_WERROR=ON), run all CTest
 #                              tests (GPU tests are reported skipped where
 #                              there is no usable GPU)
 #   3. build-asan/             AddressSanitizer + UndefinedBehaviorSanitizer
@@ -147,9 +148,10 @@ fi
 
 # ------------------------------------------------------------------ 2. main
 # Options are passed explicitly so a tree configured otherwise before (say
-# by scripts/demo.sh or by hand) is brought back to the full build.
+# by scripts/demo.sh or by hand) is brought back to the full build. Warnings
+# are errors here (a user's plain cmake build leaves VMMALLOC_WERROR off).
 if build_tree build "$BUILD_DIR" -DVMMALLOC_SANITIZE= -DVMMALLOC_BUILD_TESTS=ON \
-  -DVMMALLOC_BUILD_TOOLS=ON -DVMMALLOC_BUILD_BENCH=ON; then
+  -DVMMALLOC_BUILD_TOOLS=ON -DVMMALLOC_BUILD_BENCH=ON -DVMMALLOC_WERROR=ON; then
   run_tests test "$BUILD_DIR"
 else
   stage_skipped test "build failed"

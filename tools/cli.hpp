@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "allocator/base/units.hpp"
+#include "allocator/base/units.hpp"  // internal: parse_size is not in the public API
 
 namespace vmm::cli {
 

@@ -72,6 +72,8 @@
 #include <thread>
 #include <vector>
 
+// Internal: it builds a DeviceContext over a backend of its choice (host or the
+// default), wrapped in a FaultInjectingBackend that counts driver calls.
 #include "allocator/backend/backend.hpp"
 #include "allocator/backend/cuda_driver.hpp"
 #include "allocator/backend/default_backend.hpp"

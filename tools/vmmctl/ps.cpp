@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "allocator/observe/live_socket.hpp"
+#include "allocator/observe/live_socket.hpp"  // internal: socket naming, not public API
 #include "tools/vmmctl/commands.hpp"
 #include "tools/vmmctl/exit_codes.hpp"
 #include "tools/vmmctl/text.hpp"

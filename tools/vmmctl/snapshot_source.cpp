@@ -12,6 +12,7 @@
 #include <iterator>
 #include <sstream>
 
+// Internal: the live socket protocol and the snapshot schema version, not public API.
 #include "allocator/observe/live_socket.hpp"
 #include "allocator/observe/snapshot.hpp"
 #include "tools/vmmctl/exit_codes.hpp"

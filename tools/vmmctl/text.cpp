@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <ctime>
 
-#include "allocator/base/units.hpp"
+#include "allocator/base/units.hpp"  // internal: format_bytes is not in the public API
 
 namespace vmmctl {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <thread>
 
-#include "allocator/observe/live_socket.hpp"
+#include "allocator/observe/live_socket.hpp"  // internal: the live request names
 #include "tools/vmmctl/commands.hpp"
 #include "tools/vmmctl/exit_codes.hpp"
 #include "tools/vmmctl/text.hpp"
