@@ -24,6 +24,7 @@
 #include "allocator/base/units.hpp"
 #include "allocator/ipc/protocol.hpp"
 #include "allocator/observe/process_context.hpp"
+#include "allocator/vm/chunk_mapper.hpp"
 #include "allocator/vm/device_context.hpp"
 #include "allocator/vm/fence.hpp"
 #include "vmmalloc/errors.hpp"
@@ -155,35 +156,20 @@ struct WorkspaceImport::State {
       }
     }
 
-    // Map the new chunks, grant access once per contiguous run, then let the
-    // mappings alone hold the memory.
-    std::size_t mapped_now = 0;
+    // Map the new chunks (access granted once per contiguous run; undone on
+    // failure), then let the mappings alone hold the memory.
+    std::vector<Mapping> placed;
+    for (std::size_t k = 0; k < fresh.size(); ++k) {
+      const SharedChunk& c = layout.chunks[fresh[k]];
+      Mapping m;
+      m.va = range.base + c.offset;
+      m.chunk.handle = handles[k];
+      m.chunk.bytes = c.bytes;
+      placed.push_back(m);
+    }
     try {
-      for (; mapped_now < fresh.size(); ++mapped_now) {
-        const SharedChunk& c = layout.chunks[fresh[mapped_now]];
-        backend().map(range.base + c.offset, c.bytes, handles[mapped_now]);
-      }
-      for (std::size_t a = 0; a < fresh.size();) {
-        std::size_t b = a + 1;
-        std::size_t end = layout.chunks[fresh[a]].offset + layout.chunks[fresh[a]].bytes;
-        while (b < fresh.size() && layout.chunks[fresh[b]].offset == end) {
-          end += layout.chunks[fresh[b]].bytes;
-          ++b;
-        }
-        const std::size_t start = layout.chunks[fresh[a]].offset;
-        backend().set_access(range.base + start, end - start);
-        a = b;
-      }
+      map_chunks(backend(), placed, "workspace import");
     } catch (...) {
-      for (std::size_t k = 0; k < mapped_now; ++k) {
-        const SharedChunk& c = layout.chunks[fresh[k]];
-        try {
-          backend().unmap(range.base + c.offset, c.bytes);
-        } catch (const Error& e) {
-          log(LogLevel::error, "workspace import: undoing a failed update: unmap failed: %s",
-              e.what());
-        }
-      }
       release_handles();
       throw;
     }

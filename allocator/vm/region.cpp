@@ -10,6 +10,7 @@
 #include "allocator/base/units.hpp"
 #include "allocator/record/event_ring.hpp"
 #include "allocator/record/inspect_registry.hpp"
+#include "allocator/vm/chunk_mapper.hpp"
 #include "allocator/vm/device_context.hpp"
 #include "vmmalloc/errors.hpp"
 
@@ -146,30 +147,26 @@ void Region::grow_to(std::size_t n) {
     throw;
   }
 
-  // Map the fresh chunks gap by gap, then grant access once per gap.
+  // Lay the fresh chunks out gap by gap; map them and grant access once per
+  // gap (map_chunks undoes its own mappings if it fails).
   std::vector<Mapping> mapped_fresh;
+  for (std::size_t g = 0; g < gaps.size(); ++g) {
+    std::uintptr_t va = gaps[g].va;
+    const std::size_t last = g + 1 < gaps.size() ? gap_first[g + 1] : fresh.size();
+    for (std::size_t i = gap_first[g]; i < last; ++i) {
+      mapped_fresh.push_back({va, fresh[i]});
+      va += fresh[i].bytes;
+    }
+  }
+  std::vector<std::size_t> stuck;
   try {
-    for (std::size_t g = 0; g < gaps.size(); ++g) {
-      std::uintptr_t va = gaps[g].va;
-      const std::size_t last = g + 1 < gaps.size() ? gap_first[g + 1] : fresh.size();
-      for (std::size_t i = gap_first[g]; i < last; ++i) {
-        context_.backend().map(va, fresh[i].bytes, fresh[i].handle);
-        mapped_fresh.push_back({va, fresh[i]});
-        va += fresh[i].bytes;
-      }
-    }
-    for (const Gap& g : gaps) context_.backend().set_access(g.va, g.bytes);
+    map_chunks(context_.backend(), mapped_fresh, "workspace grow", &stuck);
   } catch (...) {
+    // A chunk that may still be mapped is never reused: it stays held.
     std::vector<Chunk> back;
-    for (const Mapping& m : mapped_fresh) {
-      try {
-        context_.backend().unmap(m.va, m.chunk.bytes);
-        back.push_back(m.chunk);
-      } catch (const Error& e) {
-        log(LogLevel::error, "undoing a failed grow: unmap failed: %s", e.what());
-      }
+    for (std::size_t i = 0; i < fresh.size(); ++i) {
+      if (std::find(stuck.begin(), stuck.end(), i) == stuck.end()) back.push_back(fresh[i]);
     }
-    for (std::size_t i = mapped_fresh.size(); i < fresh.size(); ++i) back.push_back(fresh[i]);
     context_.pool().give_back(back);
     restore();
     throw;
