@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Runs the GPU benchmarks on the GPU machine and writes their results to
-# bench/results/<name>.json (the format of BENCH.md). Builds into build-gpu
-# (shared with scripts/gpu_suite.sh, so a suite run first saves the build).
-# When OUT is set, the result files are also copied to $OUT/bench_results.tgz.
+# Runs the C++ GPU benchmarks on the GPU machine and writes their results to
+# bench/results/<name>.json (the format of docs/benchmarks.md). Builds into
+# build-gpu (shared with scripts/gpu_suite.sh, so a suite run first saves the
+# build). When OUT is set, the result files are also copied to
+# $OUT/bench_results.tgz.
 #
-# Usage: scripts/gpu_bench.sh COMMIT [BENCH...]   (default: every bench)
+# Usage: scripts/gpu_bench.sh COMMIT [BENCH...]   (default: workspace_growth)
 #   COMMIT: the git sha the tree was built from (recorded in each result;
 #           the device's copy of the tree has no .git to ask).
 set -euo pipefail
@@ -21,13 +22,10 @@ shift
 BENCHES=("$@")
 [ ${#BENCHES[@]} -eq 0 ] && BENCHES=(workspace_growth)
 
+vmm_gpu_env
 BUILD=build-gpu
-if [ ! -f "$BUILD/CMakeCache.txt" ]; then
-  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" \
-    -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
-fi
-cmake --build "$BUILD" --parallel "$VMM_JOBS" --target "${BENCHES[@]}"
+[ -f "$BUILD/CMakeCache.txt" ] || vmm_gpu_configure "$BUILD"
+vmm_build "$BUILD" --target "${BENCHES[@]}"
 
 mkdir -p bench/results
 status=0
@@ -36,7 +34,7 @@ for b in "${BENCHES[@]}"; do
   "$BUILD/bench/$b" --commit "$COMMIT" --out "bench/results/$b.json" || status=1
 done
 if [ -n "${OUT:-}" ]; then
-  tar -czf "$OUT/bench_results.tgz" bench/results
+  vmm_tar_out bench_results.tgz bench/results
   echo "results: $OUT/bench_results.tgz"
 fi
 exit "$status"

@@ -24,46 +24,18 @@
 set -u
 set -o pipefail
 
-cd "$(dirname "$0")/.." || exit 2
-ROOT=$(pwd)
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$VMM_ROOT" || exit 2
+ROOT=$VMM_ROOT
 BUILD="$ROOT/build-gpu-preload"
-JOBS=${JOBS:-$(nproc 2>/dev/null || echo 4)}
-CUDA_ARCH=${CUDA_ARCH:-90}
+vmm_gpu_env
 PYTHON=${PYTHON:-python3}
 STEPS=${STEPS:-build,ctest,torch,cupy}
-export PATH="$PATH:/usr/local/cuda/bin"
-want() { case ",$STEPS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 LOGS=$(mktemp -d "${TMPDIR:-/tmp}/gpu_preload_logs.XXXXXX")
-SUMMARY="$LOGS/summary.txt"
+vmm_steps_init "$LOGS"
 PRELOAD="$BUILD/preload/libvmmalloc_preload.so"
-FAILED=0
-declare -a RESULTS=()
-
-# step NAME COMMAND...: runs COMMAND with its output in $LOGS/NAME.log (a
-# tail of it on the console) and records the outcome.
-step() {
-  local name=$1
-  shift
-  local log="$LOGS/$name.log"
-  local start=$SECONDS
-  echo "=== $name: $*"
-  "$@" >"$log" 2>&1
-  local rc=$?
-  tail -n 30 "$log"
-  if [ "$rc" -eq 0 ]; then
-    RESULTS+=("PASS  $name ($((SECONDS - start))s)")
-  else
-    RESULTS+=("FAIL  $name (rc $rc, $((SECONDS - start))s, see $name.log)")
-    FAILED=1
-  fi
-  return "$rc"
-}
-
-note_failure() {
-  RESULTS+=("FAIL  $1")
-  FAILED=1
-}
 
 # served LOG: the interposer's served_allocations count in LOG (0 if none).
 served() {
@@ -73,24 +45,10 @@ served() {
 }
 
 finish() {
-  {
-    echo "vmmalloc LD_PRELOAD interposer on the GPU, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    echo "commit: ${COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
-    echo "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n 1 || echo none)"
-    printf '%s\n' "${RESULTS[@]}"
-    if [ "$FAILED" -eq 0 ]; then echo "RESULT: all steps passed"; else echo "RESULT: FAILED"; fi
-  } >"$SUMMARY"
-  echo
-  echo "===================== summary ====================="
-  cat "$SUMMARY"
-  if [ -n "${OUT:-}" ]; then
-    mkdir -p "$OUT"
-    tar -czf "$OUT/gpu_preload_logs.tgz" -C "$LOGS" . && echo "logs: $OUT/gpu_preload_logs.tgz"
-    cp "$SUMMARY" "$OUT/gpu_preload_summary.txt"
-  else
-    echo "logs: $LOGS"
-  fi
-  exit "$FAILED"
+  vmm_step_report "$LOGS/summary.txt" \
+    "vmmalloc LD_PRELOAD interposer on the GPU, $(vmm_utc_now)" name,driver_version,memory.total 1
+  vmm_ship_logs gpu_preload_logs.tgz gpu_preload_summary.txt "$LOGS/summary.txt"
+  exit "$VMM_STEP_FAILED"
 }
 
 {
@@ -101,58 +59,55 @@ finish() {
 } >"$LOGS/environment.log"
 GPU_VISIBLE=0
 nvidia-smi -L >/dev/null 2>&1 && GPU_VISIBLE=1
-[ "$GPU_VISIBLE" -eq 1 ] || note_failure "no GPU visible (nvidia-smi -L failed)"
+[ "$GPU_VISIBLE" -eq 1 ] || vmm_step_fail "no GPU visible (nvidia-smi -L failed)"
 
 # ------------------------------------------------------------ build
-if want build; then
+if vmm_want build; then
   GENERATOR=()
   if [ ! -f "$BUILD/CMakeCache.txt" ] && command -v ninja >/dev/null 2>&1; then GENERATOR=(-G Ninja); fi
-  step configure cmake -S "$ROOT" -B "$BUILD" "${GENERATOR[@]}" \
-    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" \
-    -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" \
-    -DVMMALLOC_BUILD_BENCH=OFF || finish
-  step build cmake --build "$BUILD" -j "$JOBS" --target vmmalloc_preload \
+  vmm_step configure vmm_gpu_configure "$BUILD" "${GENERATOR[@]}" -DVMMALLOC_BUILD_BENCH=OFF || finish
+  vmm_step build cmake --build "$BUILD" -j "$JOBS" --target vmmalloc_preload \
     vmm_preload_check_shared vmm_preload_check_static vmm_preload_host_test \
     vmm_preload_inert_test vmm_preload_local_runtime_test || finish
 fi
-[ -f "$PRELOAD" ] || { note_failure "no interposer at $PRELOAD"; finish; }
+[ -f "$PRELOAD" ] || { vmm_step_fail "no interposer at $PRELOAD"; finish; }
 
 # ------------------------------------------------------------ ctest
-if want ctest; then
-  step ctest timeout 240 ctest --test-dir "$BUILD" -R '^preload:' -V -j 1 \
+if vmm_want ctest; then
+  vmm_step ctest timeout 240 ctest --test-dir "$BUILD" -R '^preload:' -V -j 1 \
     --output-junit "$LOGS/ctest_junit.xml"
   if [ "$GPU_VISIBLE" -eq 1 ]; then
     skipped=$(grep -cE '^[[:space:]]*[0-9]+ - preload: gpu.*\((Skipped|Not Run)\)' "$LOGS/ctest.log" || true)
-    [ "$skipped" -eq 0 ] || note_failure "ctest: $skipped preload GPU case(s) skipped although a GPU is visible"
+    [ "$skipped" -eq 0 ] || vmm_step_fail "ctest: $skipped preload GPU case(s) skipped although a GPU is visible"
   fi
 fi
 
 # ------------------------------------------------------------ PyTorch
 TORCH="$ROOT/tests/preload/python/torch_training.py"
 COMPARE="$ROOT/tests/preload/python/compare_results.py"
-if want torch; then
-  step torch-default timeout 120 env -u LD_PRELOAD "$PYTHON" "$TORCH"
-  step torch-nocache timeout 120 env -u LD_PRELOAD PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$PYTHON" "$TORCH"
-  step torch-nocache-preload timeout 120 env LD_PRELOAD="$PRELOAD" VMMALLOC_CONF=print_stats:on \
+if vmm_want torch; then
+  vmm_step torch-default timeout 120 env -u LD_PRELOAD "$PYTHON" "$TORCH"
+  vmm_step torch-nocache timeout 120 env -u LD_PRELOAD PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$PYTHON" "$TORCH"
+  vmm_step torch-nocache-preload timeout 120 env LD_PRELOAD="$PRELOAD" VMMALLOC_CONF=print_stats:on \
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$PYTHON" "$TORCH"
-  step torch-compare "$PYTHON" "$COMPARE" "$LOGS/torch-nocache.log" "$LOGS/torch-nocache-preload.log"
+  vmm_step torch-compare "$PYTHON" "$COMPARE" "$LOGS/torch-nocache.log" "$LOGS/torch-nocache-preload.log"
   n=$(served "$LOGS/torch-nocache-preload.log")
   if [ "$n" -ge 1000 ]; then
-    RESULTS+=("PASS  torch: vmmalloc served $n allocations")
+    vmm_step_pass "torch: vmmalloc served $n allocations"
   else
-    note_failure "torch: vmmalloc served $n allocations (expected every tensor: >= 1000)"
+    vmm_step_fail "torch: vmmalloc served $n allocations (expected every tensor: >= 1000)"
   fi
 fi
 
 # ------------------------------------------------------------ CuPy
-if want cupy; then
-  step cupy-preload timeout 120 env LD_PRELOAD="$PRELOAD" VMMALLOC_CONF=print_stats:on \
+if vmm_want cupy; then
+  vmm_step cupy-preload timeout 120 env LD_PRELOAD="$PRELOAD" VMMALLOC_CONF=print_stats:on \
     "$PYTHON" "$ROOT/tests/preload/python/cupy_workload.py"
   n=$(served "$LOGS/cupy-preload.log")
   if [ "$n" -ge 300 ]; then
-    RESULTS+=("PASS  cupy: vmmalloc served $n allocations")
+    vmm_step_pass "cupy: vmmalloc served $n allocations"
   else
-    note_failure "cupy: vmmalloc served $n allocations (expected every array: >= 300)"
+    vmm_step_fail "cupy: vmmalloc served $n allocations (expected every array: >= 300)"
   fi
 fi
 

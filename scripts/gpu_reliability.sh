@@ -28,82 +28,49 @@
 set -u
 set -o pipefail
 
-cd "$(dirname "$0")/.." || exit 2
-ROOT=$(pwd)
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$VMM_ROOT" || exit 2
+ROOT=$VMM_ROOT
 BUILD="$ROOT/build-gpu"
-JOBS=${JOBS:-$(nproc 2>/dev/null || echo 4)}
-CUDA_ARCH=${CUDA_ARCH:-90}
+vmm_gpu_env
 STEPS=${STEPS:-build,ctest,figures}
 STRESS_ARGS=${STRESS_ARGS:---threads 16 --streams 8 --iterations 100000 --seconds 120 --max-block 256M --workspace 2G}
-export PATH="$PATH:/usr/local/cuda/bin"
-want() { case ",$STEPS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 LOGS=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_reliability.XXXXXX")}
-mkdir -p "$LOGS"
-FAILED=0
-declare -a RESULTS=()
-
-# step NAME COMMAND...: output to $LOGS/reliability-NAME.log, a tail to the console.
-step() {
-  local name=$1
-  shift
-  local log="$LOGS/reliability-$name.log"
-  local start=$SECONDS
-  echo "=== $name: $*"
-  "$@" >"$log" 2>&1
-  local rc=$?
-  tail -n 30 "$log"
-  if [ "$rc" -eq 0 ]; then
-    RESULTS+=("PASS  $name ($((SECONDS - start))s)")
-  else
-    RESULTS+=("FAIL  $name (rc $rc, $((SECONDS - start))s, see reliability-$name.log)")
-    FAILED=1
-  fi
-  return "$rc"
-}
+vmm_steps_init "$LOGS"
+VMM_STEP_LOG_PREFIX=reliability-
 
 finish() {
-  {
-    echo "vmmalloc GPU reliability, $(date -u '+%Y-%m-%d %H:%M:%S UTC'), steps $STEPS"
-    echo "commit: ${COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
-    echo "gpu: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n 1 || echo none)"
-    printf '%s\n' "${RESULTS[@]}"
-    if [ "$FAILED" -eq 0 ]; then echo "RESULT: all steps passed"; else echo "RESULT: FAILED"; fi
-  } >"$LOGS/reliability-summary-${STEPS//,/-}.txt"
-  echo
-  cat "$LOGS/reliability-summary-${STEPS//,/-}.txt"
+  vmm_step_report "$LOGS/reliability-summary-${STEPS//,/-}.txt" \
+    "vmmalloc GPU reliability, $(vmm_utc_now), steps $STEPS" name,driver_version 1
   echo "logs: $LOGS"
-  exit "$FAILED"
+  exit "$VMM_STEP_FAILED"
 }
 
 if ! nvidia-smi -L >/dev/null 2>&1; then
-  RESULTS+=("FAIL  no GPU visible (nvidia-smi -L failed)")
-  FAILED=1
+  vmm_step_fail "no GPU visible (nvidia-smi -L failed)"
   finish
 fi
 
-if want build; then
-  step configure cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" \
-    -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" \
-    -DCMAKE_CUDA_FLAGS=-lineinfo || finish
-  step build cmake --build "$BUILD" -j "$JOBS" --target vmm_gpu_tests vmm_stress vmm_misuse_probe ||
+if vmm_want build; then
+  vmm_step configure vmm_gpu_configure "$BUILD" -DCMAKE_CUDA_FLAGS=-lineinfo || finish
+  vmm_step build cmake --build "$BUILD" -j "$JOBS" --target vmm_gpu_tests vmm_stress vmm_misuse_probe ||
     finish
 fi
 
-if want ctest; then
-  step ctest ctest --test-dir "$BUILD" --output-on-failure -j 1 \
+if vmm_want ctest; then
+  vmm_step ctest ctest --test-dir "$BUILD" --output-on-failure -j 1 \
     -R '^gpu: ?(fault sweep|churn|misuse|stress)' --output-junit "$LOGS/reliability-ctest-junit.xml"
   ran=$(grep -cE '^[[:space:]]*[0-9]+/[0-9]+ Test' "$LOGS/reliability-ctest.log" || true)
   skipped=$(grep -cE 'Skipped|Not Run' "$LOGS/reliability-ctest.log" || true)
   if [ "$ran" -lt 9 ] || [ "$skipped" -ne 0 ]; then
-    RESULTS+=("FAIL  ctest: $ran GPU reliability tests ran, $skipped skipped (expected >= 9, 0)")
-    FAILED=1
+    vmm_step_fail "ctest: $ran GPU reliability tests ran, $skipped skipped (expected >= 9, 0)"
   fi
 fi
 
-if want figures; then
-  step figures env COMMIT="${COMMIT:-}" python3 "$ROOT/bench/reliability.py" device \
+if vmm_want figures; then
+  vmm_step figures env COMMIT="${COMMIT:-}" python3 "$ROOT/bench/reliability.py" device \
     --build "$BUILD" --stress-args "$STRESS_ARGS" --out "$LOGS/reliability-device.json"
 fi
 

@@ -25,26 +25,31 @@
 #   preload-fence  bench/preload.py with cudafree:fence (not the default), to $OUT only
 #   multi        scripts/gpu_multi.sh (needs 2 GPUs)
 #   ddp          bench/ddp_train.py (needs 2 GPUs)
-#   diagnose     the adapter built, then bench/memory_speed.py and
-#                bench/handle_cost.py (diagnostics, ~2 min)
+#   diagnose     the adapter built, then bench/diagnostics/memory_speed.py
+#                and bench/diagnostics/handle_cost.py (~2 min)
 # Environment: COMMIT (required: the device's copy has no .git), JOBS, and
 # LIMIT_S: the seconds the whole call may take (e.g. 570 under the device's
 # 600 s limit). Each stage is then stopped (timeout, its process group
 # killed) 15 s before that, and a stage that would start with under 30 s left
 # is skipped, so the results tarball always holds every finished stage.
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$VMM_ROOT" || exit 2
 : "${COMMIT:?set COMMIT to the commit the tree is}"
 export COMMIT
-export PATH="$PATH:/usr/local/cuda/bin"
-export JOBS=${JOBS:-$(nproc)}
-export VMM_JOBS=$JOBS
+vmm_gpu_env
+export JOBS VMM_JOBS
+# The start of a stage's command (bash -c) that configures build-gpu and
+# builds the targets written after it.
+GPU_BUILD='source scripts/common.sh && vmm_gpu_env && vmm_gpu_configure build-gpu >/dev/null &&
+  vmm_build build-gpu --target'
 STAGING=$(mktemp -d "${TMPDIR:-/tmp}/gpu_session.XXXXXX")
 FINAL=${OUT:-$STAGING}
 STATUS=0
 
 pack() {
-  [ -n "${OUT:-}" ] && tar -czf "$OUT/gpu_session.tgz" -C "$STAGING" .
+  vmm_tar_out gpu_session.tgz -C "$STAGING" .
 }
 
 run_stage() {  # run_stage NAME COMMAND...: output in NAME/console.log
@@ -74,13 +79,14 @@ run_stage() {  # run_stage NAME COMMAND...: output in NAME/console.log
   pack
 }
 
+# The stage commands are single-quoted on purpose: $COMMIT, $OUT and $JOBS
+# expand in the stage's own bash -c, with run_stage's OUT.
+# shellcheck disable=SC2016
 for stage in "$@"; do
   case "$stage" in
     suite) run_stage suite env STEPS=ctest scripts/gpu_suite.sh ;;
     gpu-quick)
-      run_stage gpu-quick bash -c 'cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-          -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null &&
-        cmake --build build-gpu -j "$JOBS" --target vmm_gpu_tests vmmalloc_preload \
+      run_stage gpu-quick bash -c "$GPU_BUILD"' vmm_gpu_tests vmmalloc_preload \
           vmm_preload_check_shared vmm_preload_check_static vmm_preload_host_test \
           vmm_preload_inert_test vmm_preload_local_runtime_test >/dev/null &&
         build-gpu/tests/vmm_gpu_tests && ctest --test-dir build-gpu -R "^preload:" --output-on-failure' ;;
@@ -93,9 +99,7 @@ for stage in "$@"; do
     latency)
       run_stage latency bash -c 'bench/alloc_latency.sh "$COMMIT" && cp bench/results/alloc_latency.json "$OUT/"' ;;
     replay)
-      run_stage replay bash -c 'cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-          -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null &&
-        cmake --build build-gpu -j "$JOBS" --target vmm_replay >/dev/null &&
+      run_stage replay bash -c "$GPU_BUILD"' vmm_replay >/dev/null &&
         python3 bench/replay.py --vmm-replay build-gpu/tools/vmm_replay --commit "$COMMIT" &&
         cp bench/results/replay.json "$OUT/"' ;;
     growth)
@@ -108,14 +112,10 @@ for stage in "$@"; do
       run_stage torch-bench bash -c 'scripts/gpu_torch.sh "$COMMIT" bench-workspace bench-train; rc=$?;
         cp bench/results/torch_workspace.json bench/results/torch_train.json "$OUT/" 2>/dev/null; exit $rc' ;;
     preload-bench)
-      run_stage preload-bench bash -c 'cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-          -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null &&
-        cmake --build build-gpu -j "$JOBS" --target vmmalloc_preload vmmalloc >/dev/null &&
+      run_stage preload-bench bash -c "$GPU_BUILD"' vmmalloc_preload vmmalloc >/dev/null &&
         python3 bench/preload.py --commit "$COMMIT" && cp bench/results/preload.json "$OUT/"' ;;
     preload-fence)
-      run_stage preload-fence bash -c 'cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-          -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null &&
-        cmake --build build-gpu -j "$JOBS" --target vmmalloc_preload vmmalloc >/dev/null &&
+      run_stage preload-fence bash -c "$GPU_BUILD"' vmmalloc_preload vmmalloc >/dev/null &&
         python3 bench/preload.py --commit "$COMMIT" --vmmalloc-conf cudafree:fence \
           --out "$OUT/preload_fence.json"' ;;
     multi) run_stage multi scripts/gpu_multi.sh ;;
@@ -126,7 +126,8 @@ for stage in "$@"; do
       run_stage diagnose bash -c 'scripts/gpu_torch.sh "$COMMIT" build >/dev/null &&
         export VMMALLOC_LIBRARY_DIR=$PWD/build-gpu-torch/allocator \
           VMMALLOC_TORCH_BUILD_DIR=$PWD/build-gpu-torch/torch-extension PYTHONPATH=$PWD/python &&
-        python3 bench/memory_speed.py --rounds 2 && python3 bench/handle_cost.py --sizes 2,16,512,1024 --reps 15' ;;
+        python3 bench/diagnostics/memory_speed.py --rounds 2 &&
+        python3 bench/diagnostics/handle_cost.py --sizes 2,16,512,1024 --reps 15' ;;
     *) echo "gpu_session.sh: unknown stage '$stage'" >&2; STATUS=2 ;;
   esac
 done

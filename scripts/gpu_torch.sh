@@ -14,7 +14,9 @@
 # Environment: JOBS (default nproc), PYTHON (default python3), PYTEST_ARGS
 # (extra pytest arguments, e.g. "-k workspace").
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$VMM_ROOT" || exit 2
 
 if [ $# -lt 1 ]; then
   sed -n '2,16p' "${BASH_SOURCE[0]}" >&2
@@ -33,13 +35,10 @@ done
 want() { local s; for s in "${STAGES[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 
 PY=${PYTHON:-python3}
-JOBS=${JOBS:-$(nproc)}
+vmm_gpu_env
 BUILD=build-gpu-torch
 LOGS=$BUILD/logs
 mkdir -p "$LOGS" bench/results
-if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
-  export PATH=/usr/local/cuda/bin:$PATH
-fi
 export PYTHONUNBUFFERED=1
 export VMMALLOC_LIBRARY_DIR=$PWD/$BUILD/allocator
 export VMMALLOC_TORCH_BUILD_DIR=$PWD/$BUILD/torch-extension
@@ -65,7 +64,7 @@ finish() {
   local k
   for k in "${!RESULT[@]}"; do echo "  $k: ${RESULT[$k]}"; done
   if [ -n "${OUT:-}" ]; then
-    tar -czf "$OUT/logs.tgz" "$LOGS" 2>/dev/null
+    vmm_tar_out logs.tgz "$LOGS" 2>/dev/null
     for f in bench/results/torch_workspace.json bench/results/torch_train.json; do
       [ -f "$f" ] && cp "$f" "$OUT/"
     done
@@ -95,9 +94,9 @@ environment() {
 }
 
 build_library() {
-  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVMMALLOC_BUILD_TESTS=OFF \
-    -DVMMALLOC_BUILD_TOOLS=OFF -DVMMALLOC_BUILD_BENCH=OFF &&
-    cmake --build "$BUILD" --parallel "$JOBS" --target vmmalloc
+  vmm_gpu_configure "$BUILD" -DVMMALLOC_BUILD_TESTS=OFF -DVMMALLOC_BUILD_TOOLS=OFF \
+    -DVMMALLOC_BUILD_BENCH=OFF &&
+    vmm_build "$BUILD" --target vmmalloc
 }
 
 build_adapter() {

@@ -9,7 +9,7 @@
 #   each ARGS: extra bench/torch_train.py arguments for one probe, e.g.
 #   '--systems torch-default,vmmalloc --sample-hz 1000'
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 : "${COMMIT:?set COMMIT}"
 LOG=${OUT:+$OUT/probe.log}
 LOG=${LOG:-/dev/stdout}

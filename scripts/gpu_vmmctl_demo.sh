@@ -22,7 +22,9 @@
 # (cuda; `host` runs the workload part on a machine without a GPU, to try
 # the script itself).
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$VMM_ROOT" || exit 2
 
 BENCH=0
 TORCH=1
@@ -34,14 +36,11 @@ for arg in "$@"; do
   esac
 done
 BUILD=${BUILD:-build-gpu-vmmctl}
-JOBS=${JOBS:-$(nproc)}
+vmm_gpu_env
 PY=${PYTHON:-python3}
 BACKEND=${VMMCTL_DEMO_BACKEND:-cuda}
 RESULTS=${OUT:-$BUILD/vmmctl-demo}
 mkdir -p "$RESULTS"
-if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
-  export PATH=/usr/local/cuda/bin:$PATH
-fi
 STATUS=0
 SUMMARY=()
 note() { SUMMARY+=("$*"); echo "=== $*"; }
@@ -50,10 +49,9 @@ fail() { STATUS=1; note "FAILED: $*"; }
 # ------------------------------------------------------------------ build
 TARGETS=(vmmalloc vmmctl vmmctl_workload)
 [ "$BENCH" = 1 ] && TARGETS+=(alloc_latency)
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVMMALLOC_BUILD_TESTS=ON \
-  -DVMMALLOC_BUILD_TOOLS=ON -DVMMALLOC_BUILD_BENCH=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" \
+vmm_gpu_configure "$BUILD" -DVMMALLOC_BUILD_TESTS=ON -DVMMALLOC_BUILD_TOOLS=ON -DVMMALLOC_BUILD_BENCH=ON \
   >"$RESULTS/cmake.log" 2>&1 || { tail -n 30 "$RESULTS/cmake.log"; exit 1; }
-cmake --build "$BUILD" --parallel "$JOBS" --target "${TARGETS[@]}" >"$RESULTS/build.log" 2>&1 ||
+vmm_build "$BUILD" --target "${TARGETS[@]}" >"$RESULTS/build.log" 2>&1 ||
   { tail -n 40 "$RESULTS/build.log"; exit 1; }
 VMMCTL=$BUILD/tools/vmmctl/vmmctl
 WORKLOAD=$BUILD/tests/cli/vmmctl_workload
@@ -67,6 +65,7 @@ chmod 1777 "$SOCKDIR"
 export VMMALLOC_CONF="live_socket_dir:$SOCKDIR,allocation_events:on"
 
 PIDS=()
+# shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
   local p
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
@@ -86,8 +85,8 @@ start_process() {
   PIDS+=($!)
   exec {FIFO_FD}>"$fifo"
   READY_PID=""
-  local i
-  for i in $(seq 1 600); do  # up to 5 minutes: the PyTorch adapter may compile first
+  local _
+  for _ in $(seq 1 600); do  # up to 5 minutes: the PyTorch adapter may compile first
     READY_PID=$(sed -n 's/^ready \([0-9]*\)$/\1/p' "$RESULTS/$name.stdout" | head -n1)
     [ -n "$READY_PID" ] && return 0
     kill -0 "${PIDS[-1]}" 2>/dev/null || break
@@ -123,8 +122,8 @@ inspect() {
 stop() {
   local name=$1 pid=$2 fd=$3
   exec {fd}>&-
-  local i
-  for i in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  local _
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
   "$VMMCTL" show "$pid" >"$RESULTS/$name/after-exit.txt" 2>&1
   local rc=$?
   [ "$rc" -eq 5 ] || fail "$name: vmmctl show after exit gave exit $rc, not 5"

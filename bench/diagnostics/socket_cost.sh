@@ -7,10 +7,10 @@
 # host backend measures the same allocation path; pass --backend cuda on a
 # GPU machine.
 #
-# Usage: bench/socket_cost.sh ALLOC_LATENCY_BINARY [RUNS (4)] [alloc_latency args...]
-#   e.g. bench/socket_cost.sh build/bench/alloc_latency 4 --backend host --threads 1,2
+# Usage: bench/diagnostics/socket_cost.sh ALLOC_LATENCY_BINARY [RUNS (4)] [alloc_latency args...]
+#   e.g. bench/diagnostics/socket_cost.sh build/bench/alloc_latency 4 --backend host --threads 1,2
 set -euo pipefail
-BIN=${1:?usage: bench/socket_cost.sh ALLOC_LATENCY_BINARY [RUNS] [ARGS...]}
+BIN=${1:?usage: bench/diagnostics/socket_cost.sh ALLOC_LATENCY_BINARY [RUNS] [ARGS...]}
 RUNS=${2:-4}
 shift $(( $# >= 2 ? 2 : 1 ))
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/socket_cost.XXXXXX")

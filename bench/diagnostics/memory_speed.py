@@ -11,7 +11,7 @@ the median of --reps: a streaming copy over every tensor (bandwidth, one
 pass over many mappings), a random gather from one 2 GiB tensor (TLB reach:
 random pages) and a bf16 matmul on tensors from the set.
 
-    PYTHONPATH=python python3 bench/memory_speed.py [--reps 20]
+    PYTHONPATH=python python3 bench/diagnostics/memory_speed.py [--reps 20]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import statistics
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SYSTEMS = ["torch-default", "vmmalloc"]
 
 

@@ -7,18 +7,20 @@ the host the limit?), then runs the workload's steps for one system (no
 memory sampler, no per-step memory reading) under cProfile and prints the
 functions with the most cumulative and own time.
 
-    PYTHONPATH=python python3 bench/step_profile.py [--system vmmalloc] [--steps 10]
+    PYTHONPATH=python python3 bench/diagnostics/step_profile.py [--system vmmalloc] [--steps 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import pathlib
 import pstats
 import sys
 import time
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
+# The workload is bench/torch_train.py's, one directory up.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from torch_train import attention_backends, schedule, training_step  # noqa: E402
 
 

@@ -4,7 +4,7 @@ POSIX-file-descriptor export requested at cuMemCreate (what vmmalloc's
 handles request, for IPC). A diagnostic on the GPU machine: ctypes on
 libcuda.so.1, Python standard library only.
 
-    python3 bench/handle_cost.py [--sizes 2,512,1024] [--reps 5] [--grow 1024]   # MiB
+    python3 bench/diagnostics/handle_cost.py [--sizes 2,512,1024] [--reps 5] [--grow 1024]   # MiB
 
 Then a grow of --grow MiB made of 1, 2, 4 and 8 handles (create + map each,
 one set access), at never-mapped addresses.
