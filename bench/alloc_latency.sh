@@ -3,7 +3,7 @@
 # (vmmalloc, cudamalloc, cudamallocasync) and bench/alloc_latency_torch
 # (torch-caching, against the installed PyTorch), runs them one after the other
 # on the same card, and merges their rows into one results file
-# (bench/results/alloc_latency.json, the format of BENCH.md).
+# (bench/results/alloc_latency.json, the results format of docs/benchmarks.md).
 #
 # Usage: bench/alloc_latency.sh COMMIT [--torch-only | --no-torch] [--out FILE] [ARGS...]
 #   COMMIT       the git sha the tree was built from (the device's copy of the

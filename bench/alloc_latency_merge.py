@@ -3,7 +3,8 @@
 
 bench/alloc_latency (vmmalloc, cudamalloc, cudamallocasync) and
 bench/alloc_latency_torch (torch-caching) run one after the other on the same
-card (bench/alloc_latency.sh); each writes its rows in the format of BENCH.md.
+card (bench/alloc_latency.sh); each writes its rows in the results format of
+docs/benchmarks.md.
 This writes one file with the rows of all parts, in the order given. The card
 and driver come from the first part that names the card (alloc_latency reads
 them from the CUDA runtime); with none, from nvidia-smi.

@@ -17,10 +17,10 @@ baseline read, so NCCL's own buffers are outside every system's figure;
 peak_device_bytes = that GPU's device memory in use at most during the run
 minus the baseline. Runs alternate (A B C A B C ...), --runs of each.
 
-The row (BENCH.md's format): system, world_size (ranks), tokens_per_s (all
-ranks' tokens per second, the median run), tokens_per_s_runs,
-peak_device_bytes_max_rank (the largest rank's peak, the largest run), and
-peak_device_bytes_per_rank (each rank's largest).
+The row (docs/benchmarks.md, "Results files"): system, world_size (ranks),
+tokens_per_s (all ranks' tokens per second, the median run),
+tokens_per_s_runs, peak_device_bytes_max_rank (the largest rank's peak, the
+largest run), and peak_device_bytes_per_rank (each rank's largest).
 
     PYTHONPATH=python python3 bench/ddp_train.py --commit "$(git rev-parse HEAD)"
 
@@ -167,7 +167,7 @@ def main() -> int:
         worker(args.worker, args.warmup, args.steps, args.seed, args.result_dir)
         return 0
     if args.runs < 3:
-        ap.error("--runs must be at least 3 (BENCH.md: the median of at least 3 runs)")
+        ap.error("--runs must be at least 3 (docs/benchmarks.md: the median of at least 3 runs)")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     if not systems or any(s not in SYSTEMS for s in systems):
         ap.error(f"--systems: choose from {', '.join(SYSTEMS)}")

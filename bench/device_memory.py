@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Device memory in use, as the driver reports it, for the PyTorch benchmarks.
 
-BENCH.md's `peak_device_bytes`: cuMemGetInfo (total - free) called on
-libcuda.so.1 directly through ctypes (never through an interposed runtime
+docs/benchmarks.md's `peak_device_bytes`: cuMemGetInfo (total - free) called
+on libcuda.so.1 directly through ctypes (never through an interposed runtime
 call), read after every measured operation by the benchmark, and by a
 sampler in a process of its own (so that neither the GIL nor the measured
 program slows it down) for peaks inside an operation. cuMemGetInfo reports
@@ -68,15 +68,11 @@ class DeviceMemory:
             self._check(self.fn(self._free_p, self._total_p), "cuMemGetInfo")
         return self.total.value - self.free.value
 
-    def total_bytes(self) -> int:
-        self.used()
-        return self.total.value
-
 
 # The sampler's default rate. Every reading is an ioctl into the GPU driver,
 # as are the measured allocators' create/map/set-access calls: polling as
-# fast as it goes (~35 kHz) can contend with them. BENCH.md asks for at least
-# 1 kHz; bench/workspace_growth samples at 2 kHz too.
+# fast as it goes (~35 kHz) can contend with them. docs/benchmarks.md asks
+# for at least 1 kHz; bench/workspace_growth samples at 2 kHz too.
 DEFAULT_HZ = 2000.0
 
 

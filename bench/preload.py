@@ -16,7 +16,8 @@ median tokens/s and the largest peak kept), for:
     python3 bench/preload.py --commit "$(git rev-parse HEAD)" \
         [--preload-lib build-gpu/preload/libvmmalloc_preload.so]
 
-writes bench/results/preload.json (BENCH.md's format, rows as torch_train's)
+writes bench/results/preload.json (docs/benchmarks.md's results format, rows
+as torch_train's)
 once every run has finished. Target (docs/benchmarks.md, checked by
 render_tables.py): vmmalloc-preload at least 0.95x torch-default's tokens/s,
 with peak device memory at most torch-default's.

@@ -5,8 +5,8 @@ Each workload runs a transformers model (built from a config, random
 weights: no network, no checkpoint) under
 `torch.cuda.memory._record_memory_history`, takes the snapshot's
 `device_traces`, keeps the `alloc` and `free_completed` events and writes
-them in the trace format of BENCH.md: a '#' header line, then one event a
-line, `a|f <addr hex> <size> <stream>`, gzip-compressed.
+them in the trace format of docs/benchmarks.md: a '#' header line, then one
+event a line, `a|f <addr hex> <size> <stream>`, gzip-compressed.
 
 Streams are numbered in order of appearance, the default stream (0) staying
 0. Events of blocks allocated before the recording started (none, normally:

@@ -2,7 +2,8 @@
 """Reliability figures: bench/results/reliability.json and the top of
 docs/reliability.md, from real runs (never typed in).
 
-Figures per run (BENCH.md, bench `reliability`):
+Figures per run (docs/benchmarks.md and docs/reliability.md, bench
+`reliability`):
   operations       random operations executed by tests/stress (vmm_stress)
   faults_injected  driver-call faults injected by the fault sweep
                    (tests/conformance/fault_sweep_conformance.cpp), each at

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Render bench/results/*.json into the tables of docs/benchmarks.md.
 
-Reads every results file (the format of BENCH.md: bench, commit, device,
-driver, date, command, rows) and rewrites the part of docs/benchmarks.md
+Reads every results file (the format of docs/benchmarks.md, "Results
+files": bench, commit, device, driver, date, command, rows) and rewrites the part of docs/benchmarks.md
 between the markers `<!-- tables:begin -->` and `<!-- tables:end -->`: one
 table per file, headed by its card, driver, date, commit and command, with
 the row fields as columns. For workspace_growth it also computes whether the
@@ -49,7 +49,7 @@ def fmt_bytes(n: int) -> str:
 
 
 def fmt_value(key: str, value) -> str:
-    """One cell: units follow the field's name, as BENCH.md defines them."""
+    """One cell: units follow the field's name (docs/benchmarks.md)."""
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -226,7 +226,7 @@ def alloc_latency_verdict(doc: dict) -> list[str]:
 
 
 # The replay targets: vmmalloc's ratio (peak physical / peak live) at most
-# REPLAY_GPT2_MAX_RATIO on the shared GPT-2 trace and REPLAY_MAX_RATIO on
+# REPLAY_GPT2_MAX_RATIO on the GPT-2 trace and REPLAY_MAX_RATIO on
 # every other trace, and below every PyTorch configuration on each trace.
 REPLAY_VMMALLOC = "vmmalloc"
 REPLAY_GPT2_TRACE = "gpt2-train"
@@ -480,7 +480,7 @@ def render(results_dir: pathlib.Path) -> str:
         except (OSError, json.JSONDecodeError) as e:
             raise SystemExit(f"render_tables: cannot read {path}: {e}")
         if not isinstance(doc, dict) or not isinstance(doc.get("rows", []), list):
-            raise SystemExit(f"render_tables: {path} is not a results file (BENCH.md format)")
+            raise SystemExit(f"render_tables: {path} is not a results file (format: docs/benchmarks.md)")
         try:
             lines += render_file(path, doc)
         except (KeyError, TypeError, ValueError) as e:

@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
 """bench/replay: allocation traces replayed through every allocator, one run.
 
-For every trace (default: bench/traces/*.trace[.gz], then ../shared/traces
-beside the project, a name found twice taken once), each system replays it
+For every trace (default: bench/traces/*.trace[.gz]), each system replays it
 in a process of its own, in this order:
 
   torch-default          bench/replay_torch.py, PYTORCH_CUDA_ALLOC_CONF unset
@@ -10,10 +9,10 @@ in a process of its own, in this order:
   torch-cudamallocasync  bench/replay_torch.py, backend:cudaMallocAsync
   vmmalloc               vmm_replay --backend cuda --json (tools/replay.cpp)
 
-Each prints one JSON row (BENCH.md's replay fields); this script collects
-them, in the same run on the same card, into bench/results/replay.json
-(BENCH.md's format). The file is written only if every system ran on every
-trace. `peak_physical_bytes` is, for every system, device memory in use
+Each prints one JSON row (the replay fields of docs/benchmarks.md); this
+script collects them, in the same run on the same card, into
+bench/results/replay.json (docs/benchmarks.md's results format). The file is
+written only if every system ran on every trace. `peak_physical_bytes` is, for every system, device memory in use
 (cuMemGetInfo total - free, read on the driver, minus the reading after the
 system's set-up), read after every event (vmm_replay also samples at 2 kHz);
 `allocator_peak_bytes` is what the allocator says it held at most (torch:
@@ -53,15 +52,10 @@ SYSTEMS = list(TORCH_CONF) + ["vmmalloc"]
 
 
 def default_traces() -> list[pathlib.Path]:
-    found: dict[str, pathlib.Path] = {}
-    for d in (ROOT / "bench" / "traces", ROOT.parent / "shared" / "traces"):
-        if not d.is_dir():
-            continue
-        for p in sorted(d.iterdir()):
-            if p.name.endswith((".trace", ".trace.gz")):
-                stem = p.name.removesuffix(".gz").removesuffix(".trace")
-                found.setdefault(stem, p)
-    return list(found.values())
+    d = ROOT / "bench" / "traces"
+    if not d.is_dir():
+        return []
+    return [p for p in sorted(d.iterdir()) if p.name.endswith((".trace", ".trace.gz"))]
 
 
 def run_system(system: str, trace: pathlib.Path, args) -> dict:
@@ -99,7 +93,7 @@ def run_system(system: str, trace: pathlib.Path, args) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--traces", nargs="*", type=pathlib.Path, default=None,
-                    help="trace files (default: bench/traces and ../shared/traces)")
+                    help="trace files (default: bench/traces)")
     ap.add_argument("--systems", default=",".join(SYSTEMS),
                     help=f"comma-separated subset of {','.join(SYSTEMS)} (default: all)")
     ap.add_argument("--vmm-replay", type=pathlib.Path, default=ROOT / "build-gpu" / "tools" / "vmm_replay")

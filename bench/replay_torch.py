@@ -18,8 +18,9 @@ inside an allocation (it frees cached segments inside one only on an
 out-of-memory retry, which would still leave the peak at the reading
 before), so the reading after each call is the peak of the call.
 
-Prints one JSON row (BENCH.md's replay fields, plus allocator_peak_bytes =
-torch.cuda.max_memory_reserved()) as the last line of stdout.
+Prints one JSON row (the replay fields of docs/benchmarks.md, with
+allocator_peak_bytes = torch.cuda.max_memory_reserved()) as the last line of
+stdout.
 
     PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True \\
         python3 bench/replay_torch.py --system torch-expandable bench/traces/gpt2-train.trace.gz

@@ -28,9 +28,9 @@ timed steps. tokens_per_s = tokens (batch x sequence, summed) of the timed
 steps / their time; peak_device_bytes = device memory in use at most during
 the run (sampler, and a reading after every step) minus the baseline.
 
-The row (BENCH.md's torch_train): system, tokens_per_s (the median run),
-tokens_per_s_runs (every run, in order), peak_device_bytes (the largest of
-the runs).
+The row (docs/benchmarks.md, torch_train): system, tokens_per_s (the median
+run), tokens_per_s_runs (every run, in order), peak_device_bytes (the largest
+of the runs).
 
     PYTHONPATH=python python3 bench/torch_train.py --commit "$(git rev-parse HEAD)"
 
@@ -275,7 +275,7 @@ def main(bench: str = "torch_train", description: str | None = None) -> int:
                     help="VMMALLOC_CONF for the vmmalloc and vmmalloc-preload runs (trying settings)")
     args = ap.parse_args()
     if args.runs < 3:
-        ap.error("--runs must be at least 3 (BENCH.md: the median of at least 3 runs)")
+        ap.error("--runs must be at least 3 (docs/benchmarks.md: the median of at least 3 runs)")
     if args.warmup < 1 or args.steps < 1:
         ap.error("--warmup and --steps must be >= 1")
     if (args.step_times or args.vmmalloc_conf) and args.out == default_out and not args.worker:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """bench/torch_workspace: a workspace grown 0.5 -> 5 GiB under PyTorch, one run.
 
-vLLM's MoE workspace problem (../shared/DESIGN.md) measured on PyTorch: a
+vLLM's MoE workspace problem (bench/workspace_growth) measured on PyTorch: a
 buffer grown 0.5 -> 1 -> 2 -> 3 -> 4 -> 5 GiB (--sizes) with 50 ms of GPU
 work (--work-ms) queued on the stream before each resize. Each system runs
 in a process of its own, one after the other on the same card:
@@ -20,16 +20,16 @@ resize); then for each later size the stream is drained, the work is queued
 (a kernel writing the buffer's first byte, a 50 ms spin, the same write
 again), an event is recorded after it, the resize is timed on the host, the
 event is queried (completed: the resize waited for the queued work), device
-memory is read, and the new buffer is filled. BENCH.md's torch_workspace
-row: system, final_bytes, peak_device_bytes (sampler and readings after each
-operation, minus the baseline), resize_ms, max_resize_ms,
-waited_for_queue, address_stable.
+memory is read, and the new buffer is filled. The torch_workspace row
+(docs/benchmarks.md): system, final_bytes, peak_device_bytes (sampler and
+readings after each operation, minus the baseline), resize_ms,
+max_resize_ms, waited_for_queue, address_stable.
 
     PYTHONPATH=python python3 bench/torch_workspace.py --commit "$(git rev-parse HEAD)"
     python3 bench/render_tables.py
 
-writes bench/results/torch_workspace.json (BENCH.md's format) once every
-system has run. Needs PyTorch with CUDA; vmmalloc's rows need its Python
+writes bench/results/torch_workspace.json (docs/benchmarks.md's results
+format) once every system has run. Needs PyTorch with CUDA; vmmalloc's rows need its Python
 package (python/, built on first use).
 """
 

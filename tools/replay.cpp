@@ -1,7 +1,7 @@
-// vmm_replay: replays an allocation trace (BENCH.md's format, plain or gzip)
-// against vmmalloc's general allocator (vmm::Allocator) and reports how much
-// physical memory it needed for the trace's live bytes, and how many driver
-// calls it made.
+// vmm_replay: replays an allocation trace (the format of docs/benchmarks.md,
+// "replay"; plain or gzip) against vmmalloc's general allocator
+// (vmm::Allocator) and reports how much physical memory it needed for the
+// trace's live bytes, and how many driver calls it made.
 //
 //   vmm_replay [--backend auto|cuda|host] [--device N] [--touch] [--verify]
 //              [--sample-hz N] [--system NAME] [--json] TRACE

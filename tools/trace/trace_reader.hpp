@@ -1,4 +1,5 @@
-// Allocation traces: the format of BENCH.md, read into memory.
+// Allocation traces (the format of docs/benchmarks.md, "replay"), read into
+// memory.
 //
 // A trace is text, optionally gzip-compressed (recognised by its magic bytes,
 // not its name): a first line starting with '#' (a free-form header), then
