@@ -13,6 +13,8 @@
 //   FaultInjectingBackend - wraps another and fails the Nth call of a kind
 //   PeerAccessBackend   - wraps another and grants peers access to every
 //                         mapping (allocator/backend/peer_access_backend.hpp)
+// The two wrappers derive from ForwardingBackend (forwarding_backend.hpp),
+// which forwards every call to the wrapped backend.
 //
 // Errors: every method may throw DriverError (naming the call), create() may
 // throw DeviceOutOfMemoryError. destroy_fence() never throws. A failed call

@@ -57,12 +57,14 @@ bool valid_kind(BackendCall kind) {
 
 }  // namespace
 
-FaultInjectingBackend::FaultInjectingBackend(Backend& inner) : inner_(inner) {}
+FaultInjectingBackend::FaultInjectingBackend(Backend& inner) : ForwardingBackend(inner) {}
 
+// The base binds to *inner before owned_ takes the pointer over (bases are
+// initialised first); the object itself stays where it is.
 FaultInjectingBackend::FaultInjectingBackend(std::unique_ptr<Backend> inner)
-    : owned_(std::move(inner)),
-      inner_(owned_ ? *owned_
-                    : throw InvalidArgumentError("FaultInjectingBackend: null inner backend")) {}
+    : ForwardingBackend(
+          inner ? *inner : throw InvalidArgumentError("FaultInjectingBackend: null inner backend")),
+      owned_(std::move(inner)) {}
 
 FaultInjectingBackend::~FaultInjectingBackend() = default;
 
@@ -111,73 +113,73 @@ void FaultInjectingBackend::enter(BackendCall kind) {
 
 std::uintptr_t FaultInjectingBackend::reserve(std::size_t bytes, std::size_t alignment) {
   enter(BackendCall::reserve);
-  return inner_.reserve(bytes, alignment);
+  return ForwardingBackend::reserve(bytes, alignment);
 }
 
 void FaultInjectingBackend::free_va(std::uintptr_t base, std::size_t bytes) {
   enter(BackendCall::free_va);
-  inner_.free_va(base, bytes);
+  ForwardingBackend::free_va(base, bytes);
 }
 
 PhysicalHandle FaultInjectingBackend::create(std::size_t bytes) {
   enter(BackendCall::create);
-  return inner_.create(bytes);
+  return ForwardingBackend::create(bytes);
 }
 
 void FaultInjectingBackend::release(PhysicalHandle handle) {
   enter(BackendCall::release);
-  inner_.release(handle);
+  ForwardingBackend::release(handle);
 }
 
 void FaultInjectingBackend::map(std::uintptr_t va, std::size_t bytes, PhysicalHandle handle) {
   enter(BackendCall::map);
-  inner_.map(va, bytes, handle);
+  ForwardingBackend::map(va, bytes, handle);
 }
 
 void FaultInjectingBackend::unmap(std::uintptr_t va, std::size_t bytes) {
   enter(BackendCall::unmap);
-  inner_.unmap(va, bytes);
+  ForwardingBackend::unmap(va, bytes);
 }
 
 void FaultInjectingBackend::set_access(std::uintptr_t va, std::size_t bytes) {
   enter(BackendCall::set_access);
-  inner_.set_access(va, bytes);
+  ForwardingBackend::set_access(va, bytes);
 }
 
 void FaultInjectingBackend::set_access(std::uintptr_t va, std::size_t bytes,
                                        std::span<const int> devices) {
   enter(BackendCall::set_access);
-  inner_.set_access(va, bytes, devices);
+  ForwardingBackend::set_access(va, bytes, devices);
 }
 
 bool FaultInjectingBackend::can_access_peer(int peer) {
   enter(BackendCall::can_access_peer);
-  return inner_.can_access_peer(peer);
+  return ForwardingBackend::can_access_peer(peer);
 }
 
 int FaultInjectingBackend::export_handle(PhysicalHandle handle) {
   enter(BackendCall::export_handle);
-  return inner_.export_handle(handle);
+  return ForwardingBackend::export_handle(handle);
 }
 
 PhysicalHandle FaultInjectingBackend::import_handle(int fd, std::size_t bytes) {
   enter(BackendCall::import_handle);
-  return inner_.import_handle(fd, bytes);
+  return ForwardingBackend::import_handle(fd, bytes);
 }
 
 FenceHandle FaultInjectingBackend::record_fence(Stream stream) {
   enter(BackendCall::record_fence);
-  return inner_.record_fence(stream);
+  return ForwardingBackend::record_fence(stream);
 }
 
 bool FaultInjectingBackend::fence_completed(FenceHandle fence) {
   enter(BackendCall::query_fence);
-  return inner_.fence_completed(fence);
+  return ForwardingBackend::fence_completed(fence);
 }
 
 void FaultInjectingBackend::wait_fence(FenceHandle fence) {
   enter(BackendCall::wait_fence);
-  inner_.wait_fence(fence);
+  ForwardingBackend::wait_fence(fence);
 }
 
 }  // namespace vmm

@@ -29,11 +29,11 @@
 #include <cstdint>
 #include <memory>
 
-#include "allocator/backend/backend.hpp"
+#include "allocator/backend/forwarding_backend.hpp"
 
 namespace vmm {
 
-class FaultInjectingBackend final : public Backend {
+class FaultInjectingBackend final : public ForwardingBackend {
  public:
   // Wraps `inner`, which must outlive this object.
   explicit FaultInjectingBackend(Backend& inner);
@@ -58,16 +58,10 @@ class FaultInjectingBackend final : public Backend {
   // included (the inner backend's own counts exclude them).
   std::uint64_t calls(BackendCall kind) const noexcept;
 
-  Backend& inner() noexcept { return inner_; }
-
-  // --- Backend -----------------------------------------------------------
-  const char* name() const noexcept override { return inner_.name(); }
-  int device() const noexcept override { return inner_.device(); }
-  int device_count() const noexcept override { return inner_.device_count(); }
-  std::size_t granularity() const noexcept override { return inner_.granularity(); }
-  DeviceMemoryInfo memory_info() override { return inner_.memory_info(); }
-  LiveObjects live_objects() const override { return inner_.live_objects(); }
-
+  // --- Backend: the calls that have a BackendCall kind --------------------
+  // The rest (name, device, device_count, granularity, memory_info,
+  // live_objects, destroy_fence, prepare_background_thread,
+  // stream_capturing) are ForwardingBackend's: forwarded, never counted.
   std::uintptr_t reserve(std::size_t bytes, std::size_t alignment) override;
   void free_va(std::uintptr_t base, std::size_t bytes) override;
   PhysicalHandle create(std::size_t bytes) override;
@@ -82,9 +76,6 @@ class FaultInjectingBackend final : public Backend {
   FenceHandle record_fence(Stream stream) override;
   bool fence_completed(FenceHandle fence) override;
   void wait_fence(FenceHandle fence) override;
-  void destroy_fence(FenceHandle fence) noexcept override { inner_.destroy_fence(fence); }
-  void prepare_background_thread() override { inner_.prepare_background_thread(); }
-  bool stream_capturing(Stream stream) override { return inner_.stream_capturing(stream); }
 
  private:
   struct Slot {
@@ -97,8 +88,7 @@ class FaultInjectingBackend final : public Backend {
   // Counts a call of `kind`; throws if it is the armed one.
   void enter(BackendCall kind);
 
-  std::unique_ptr<Backend> owned_;
-  Backend& inner_;
+  std::unique_ptr<Backend> owned_;  // the inner backend, where this owns it
   std::array<Slot, kBackendCallKinds> slots_;
   std::atomic<bool> fired_{false};
 };

@@ -35,7 +35,8 @@ std::vector<int> reachable_peers(Backend& backend) {
 
 }  // namespace
 
-PeerAccessBackend::PeerAccessBackend(Backend& inner) : inner_(inner), access_{inner.device()} {}
+PeerAccessBackend::PeerAccessBackend(Backend& inner)
+    : ForwardingBackend(inner), access_{inner.device()} {}
 
 std::vector<int> PeerAccessBackend::access_devices() const {
   std::shared_lock lock(grant_mutex_);
@@ -59,11 +60,11 @@ void PeerAccessBackend::grant_peers(std::span<const int> peers) {
     }
   }
   for (int p : fresh) {
-    if (!inner_.can_access_peer(p)) {
+    if (!inner().can_access_peer(p)) {
       throw NotSupportedError("device " + std::to_string(p) + " cannot access memory of device " +
                               std::to_string(device()) +
                               " (cuDeviceCanAccessPeer says no); devices that can: " +
-                              device_list(reachable_peers(inner_)));
+                              device_list(reachable_peers(inner())));
     }
   }
   if (fresh.empty()) return;
@@ -80,7 +81,7 @@ void PeerAccessBackend::grant_peers(std::span<const int> peers) {
       }
     }
   }
-  for (const auto& [va, bytes] : runs) inner_.set_access(va, bytes, fresh);
+  for (const auto& [va, bytes] : runs) inner().set_access(va, bytes, fresh);
   // Another thread may have granted some of them meanwhile: keep each once.
   for (int p : fresh) {
     if (std::find(access_.begin(), access_.end(), p) == access_.end()) access_.push_back(p);
@@ -91,14 +92,14 @@ void PeerAccessBackend::grant_peers(std::span<const int> peers) {
 
 void PeerAccessBackend::map(std::uintptr_t va, std::size_t bytes, PhysicalHandle handle) {
   std::shared_lock lock(grant_mutex_);
-  inner_.map(va, bytes, handle);
+  inner().map(va, bytes, handle);
   std::lock_guard table(table_mutex_);
   mapped_[va] = bytes;
 }
 
 void PeerAccessBackend::unmap(std::uintptr_t va, std::size_t bytes) {
   std::shared_lock lock(grant_mutex_);
-  inner_.unmap(va, bytes);
+  inner().unmap(va, bytes);
   std::lock_guard table(table_mutex_);
   mapped_.erase(mapped_.lower_bound(va), mapped_.lower_bound(va + bytes));
 }
@@ -106,16 +107,16 @@ void PeerAccessBackend::unmap(std::uintptr_t va, std::size_t bytes) {
 void PeerAccessBackend::set_access(std::uintptr_t va, std::size_t bytes) {
   std::shared_lock lock(grant_mutex_);
   if (access_.size() == 1) {
-    inner_.set_access(va, bytes);
+    inner().set_access(va, bytes);
   } else {
-    inner_.set_access(va, bytes, access_);
+    inner().set_access(va, bytes, access_);
   }
 }
 
 void PeerAccessBackend::set_access(std::uintptr_t va, std::size_t bytes,
                                    std::span<const int> devices) {
   std::shared_lock lock(grant_mutex_);
-  inner_.set_access(va, bytes, devices);
+  inner().set_access(va, bytes, devices);
 }
 
 std::vector<int> configured_peers(const Config& config, Backend& backend) {

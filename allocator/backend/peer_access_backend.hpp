@@ -35,12 +35,12 @@
 #include <span>
 #include <vector>
 
-#include "allocator/backend/backend.hpp"
+#include "allocator/backend/forwarding_backend.hpp"
 #include "vmmalloc/config.hpp"
 
 namespace vmm {
 
-class PeerAccessBackend final : public Backend {
+class PeerAccessBackend final : public ForwardingBackend {
  public:
   // Wraps `inner`, which must outlive this object. The access set starts as
   // the device alone.
@@ -59,43 +59,16 @@ class PeerAccessBackend final : public Backend {
   // This device, then the peers granted, in the order granted.
   std::vector<int> access_devices() const;
 
-  Backend& inner() noexcept { return inner_; }
-
-  // --- Backend -----------------------------------------------------------
-  const char* name() const noexcept override { return inner_.name(); }
-  int device() const noexcept override { return inner_.device(); }
-  int device_count() const noexcept override { return inner_.device_count(); }
-  std::size_t granularity() const noexcept override { return inner_.granularity(); }
-  DeviceMemoryInfo memory_info() override { return inner_.memory_info(); }
-  LiveObjects live_objects() const override { return inner_.live_objects(); }
-
-  std::uintptr_t reserve(std::size_t bytes, std::size_t alignment) override {
-    return inner_.reserve(bytes, alignment);
-  }
-  void free_va(std::uintptr_t base, std::size_t bytes) override { inner_.free_va(base, bytes); }
-  PhysicalHandle create(std::size_t bytes) override { return inner_.create(bytes); }
-  void release(PhysicalHandle handle) override { inner_.release(handle); }
+  // --- Backend: the calls it changes; the rest are forwarded unchanged -----
   // Recorded in the table of mapped ranges.
   void map(std::uintptr_t va, std::size_t bytes, PhysicalHandle handle) override;
   void unmap(std::uintptr_t va, std::size_t bytes) override;
   // Grants the whole access set.
   void set_access(std::uintptr_t va, std::size_t bytes) override;
+  // Passed through, under grant_mutex_ (shared) like the calls above.
   void set_access(std::uintptr_t va, std::size_t bytes, std::span<const int> devices) override;
-  bool can_access_peer(int peer) override { return inner_.can_access_peer(peer); }
-  int export_handle(PhysicalHandle handle) override { return inner_.export_handle(handle); }
-  PhysicalHandle import_handle(int fd, std::size_t bytes) override {
-    return inner_.import_handle(fd, bytes);
-  }
-  FenceHandle record_fence(Stream stream) override { return inner_.record_fence(stream); }
-  bool fence_completed(FenceHandle fence) override { return inner_.fence_completed(fence); }
-  void wait_fence(FenceHandle fence) override { inner_.wait_fence(fence); }
-  void destroy_fence(FenceHandle fence) noexcept override { inner_.destroy_fence(fence); }
-  void prepare_background_thread() override { inner_.prepare_background_thread(); }
-  bool stream_capturing(Stream stream) override { return inner_.stream_capturing(stream); }
 
  private:
-  Backend& inner_;
-
   mutable std::shared_mutex grant_mutex_;
   std::vector<int> access_;  // this device first; guarded by grant_mutex_
 
