@@ -3,6 +3,7 @@
 // the message for vmm_last_error() in a thread-local string.
 #include <unistd.h>
 
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -32,6 +33,19 @@ struct vmm_workspace_export {
 struct vmm_workspace_import {
   vmm::WorkspaceImport import;
 };
+
+// vmm_allocator_stats is plain C and keeps its own declaration; it must hold
+// every counter of VMM_ALLOCATOR_STATS, at the same place. A counter added to
+// the list but not to the C struct fails to compile in
+// vmm_get_allocator_stats; one out of place or of another size fails here.
+#define VMM_CHECK_C_STAT_(type, name, key, meaning)                                           \
+  static_assert(offsetof(vmm_allocator_stats, name) == offsetof(vmm::AllocatorStats, name) && \
+                    sizeof(vmm_allocator_stats::name) == sizeof(vmm::AllocatorStats::name),   \
+                "vmm_allocator_stats." #name " differs from vmm::AllocatorStats");
+VMM_ALLOCATOR_STATS(VMM_CHECK_C_STAT_)
+#undef VMM_CHECK_C_STAT_
+static_assert(sizeof(vmm_allocator_stats) == sizeof(vmm::AllocatorStats),
+              "vmm_allocator_stats has a field VMM_ALLOCATOR_STATS lacks");
 
 namespace {
 
@@ -218,24 +232,11 @@ vmm_status vmm_get_allocator_stats(int device, vmm_allocator_stats* stats) {
   if (stats == nullptr) return null_argument("stats");
   return guarded([&] {
     const vmm::AllocatorStats s = vmm::Allocator::instance(device).stats();
-    *stats = vmm_allocator_stats{s.allocated_bytes,
-                                 s.peak_allocated_bytes,
-                                 s.requested_bytes,
-                                 s.peak_requested_bytes,
-                                 s.reserved_bytes,
-                                 s.peak_reserved_bytes,
-                                 s.mapped_bytes,
-                                 s.cached_bytes,
-                                 s.pending_bytes,
-                                 s.inactive_split_bytes,
-                                 s.active_blocks,
-                                 s.allocations,
-                                 s.frees,
-                                 s.stitches,
-                                 s.chunk_creates,
-                                 s.chunk_releases,
-                                 s.ooms,
-                                 s.fenced_free_waits};
+    vmm_allocator_stats out{};
+#define VMM_COPY_STAT_(type, name, key, meaning) out.name = s.name;
+    VMM_ALLOCATOR_STATS(VMM_COPY_STAT_)
+#undef VMM_COPY_STAT_
+    *stats = out;
   });
 }
 

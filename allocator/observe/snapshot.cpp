@@ -18,7 +18,6 @@
 #include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <type_traits>
 
 #include "allocator/heap/heap.hpp"
 #include "allocator/record/event_ring.hpp"
@@ -37,34 +36,6 @@ namespace vmm {
 namespace {
 
 using Json = nlohmann::ordered_json;
-
-// The counters, listed once: name (PyTorch's memory_stats name where one
-// applies, else "vmmalloc.*") and field. docs/snapshot.md lists the same.
-static_assert(std::is_same_v<std::size_t, std::uint64_t>, "counters share one member type");
-struct CounterField {
-  const char* name;
-  std::size_t AllocatorStats::*field;
-};
-constexpr CounterField kCounters[] = {
-    {"allocated_bytes.all.current", &AllocatorStats::allocated_bytes},
-    {"allocated_bytes.all.peak", &AllocatorStats::peak_allocated_bytes},
-    {"requested_bytes.all.current", &AllocatorStats::requested_bytes},
-    {"requested_bytes.all.peak", &AllocatorStats::peak_requested_bytes},
-    {"reserved_bytes.all.current", &AllocatorStats::reserved_bytes},
-    {"reserved_bytes.all.peak", &AllocatorStats::peak_reserved_bytes},
-    {"inactive_split_bytes.all.current", &AllocatorStats::inactive_split_bytes},
-    {"active.all.current", &AllocatorStats::active_blocks},
-    {"allocation.all.allocated", &AllocatorStats::allocations},
-    {"allocation.all.freed", &AllocatorStats::frees},
-    {"num_ooms", &AllocatorStats::ooms},
-    {"num_device_alloc", &AllocatorStats::chunk_creates},
-    {"num_device_free", &AllocatorStats::chunk_releases},
-    {"vmmalloc.mapped_bytes", &AllocatorStats::mapped_bytes},
-    {"vmmalloc.cached_bytes", &AllocatorStats::cached_bytes},
-    {"vmmalloc.pending_bytes", &AllocatorStats::pending_bytes},
-    {"vmmalloc.stitches", &AllocatorStats::stitches},
-    {"vmmalloc.fenced_free_waits", &AllocatorStats::fenced_free_waits},
-};
 
 std::string read_file(const char* path) {
   std::ifstream in(path, std::ios::binary);
@@ -235,10 +206,11 @@ Json device_json(DeviceContext& ctx, const std::vector<const Heap*>& heaps,
     d["counters"] = nullptr;
   } else {
     Json counters = Json::object();
-    for (const CounterField& c : kCounters) {
-      std::size_t sum = 0;
-      for (const HeapView& v : heap_views) sum += v.stats.*c.field;
-      counters[c.name] = sum;
+    // Keys and order from VMM_ALLOCATOR_STATS (docs/snapshot.md lists the same).
+    for (const AllocatorStatField& f : kAllocatorStatFields) {
+      std::uint64_t sum = 0;
+      for (const HeapView& v : heap_views) sum += f.value(v.stats);
+      counters[f.snapshot_key] = sum;
     }
     d["counters"] = std::move(counters);
   }

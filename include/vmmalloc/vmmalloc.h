@@ -130,7 +130,9 @@ VMM_API vmm_status vmm_empty_cache(int device, size_t* released);
 /* Usable size of a live block (its rounded size). */
 VMM_API vmm_status vmm_block_size(const void* ptr, size_t* bytes);
 
-/* Counters of one device's allocator; names follow PyTorch's memory_stats. */
+/* Counters of one device's allocator; names follow PyTorch's memory_stats.
+ * Field for field vmm::AllocatorStats (the VMM_ALLOCATOR_STATS list in
+ * vmmalloc/stats.hpp); the library's build checks that they agree. */
 typedef struct vmm_allocator_stats {
   size_t allocated_bytes;      /* live blocks, rounded sizes */
   size_t peak_allocated_bytes;

@@ -269,6 +269,32 @@ TEST_CASE("snapshot: workspaces, blocks, pool, pending reclaims and events as ma
   CHECK(blocks[reinterpret_cast<std::uintptr_t>(small)]["requested"] == 1000);
 
   const Json& c = d["counters"];
+  // The counters are VMM_ALLOCATOR_STATS's, under the keys docs/snapshot.md
+  // documents (listed here so that renaming one in the list fails).
+  const std::vector<std::string> documented = {"allocated_bytes.all.current",
+                                               "allocated_bytes.all.peak",
+                                               "requested_bytes.all.current",
+                                               "requested_bytes.all.peak",
+                                               "reserved_bytes.all.current",
+                                               "reserved_bytes.all.peak",
+                                               "vmmalloc.mapped_bytes",
+                                               "vmmalloc.cached_bytes",
+                                               "vmmalloc.pending_bytes",
+                                               "inactive_split_bytes.all.current",
+                                               "active.all.current",
+                                               "allocation.all.allocated",
+                                               "allocation.all.freed",
+                                               "vmmalloc.stitches",
+                                               "num_device_alloc",
+                                               "num_device_free",
+                                               "num_ooms",
+                                               "vmmalloc.fenced_free_waits"};
+  CHECK(c.size() == documented.size());
+  REQUIRE(std::size(kAllocatorStatFields) == documented.size());
+  for (std::size_t i = 0; i < documented.size(); ++i) {
+    CHECK(kAllocatorStatFields[i].snapshot_key == documented[i]);
+    CHECK(c.contains(documented[i]));
+  }
   CHECK(c["allocation.all.allocated"] == 2);
   CHECK(c["active.all.current"] == 2);
   CHECK(c["allocated_bytes.all.current"] == a.block_size(big) + a.block_size(small));

@@ -69,26 +69,10 @@ void check(vmm_status status, const char* what) {
 cudaStream_t as_stream(std::uintptr_t handle) { return reinterpret_cast<cudaStream_t>(handle); }
 
 py::dict stats_dict(const vmm::AllocatorStats& s) {
-  // The fields of vmm::AllocatorStats (include/vmmalloc/allocator.hpp), same names.
+  // Every counter of vmm::AllocatorStats (VMM_ALLOCATOR_STATS in
+  // include/vmmalloc/stats.hpp), under its member's name.
   py::dict d;
-  d["allocated_bytes"] = s.allocated_bytes;
-  d["peak_allocated_bytes"] = s.peak_allocated_bytes;
-  d["requested_bytes"] = s.requested_bytes;
-  d["peak_requested_bytes"] = s.peak_requested_bytes;
-  d["reserved_bytes"] = s.reserved_bytes;
-  d["peak_reserved_bytes"] = s.peak_reserved_bytes;
-  d["mapped_bytes"] = s.mapped_bytes;
-  d["cached_bytes"] = s.cached_bytes;
-  d["pending_bytes"] = s.pending_bytes;
-  d["inactive_split_bytes"] = s.inactive_split_bytes;
-  d["active_blocks"] = s.active_blocks;
-  d["allocations"] = s.allocations;
-  d["frees"] = s.frees;
-  d["stitches"] = s.stitches;
-  d["chunk_creates"] = s.chunk_creates;
-  d["chunk_releases"] = s.chunk_releases;
-  d["ooms"] = s.ooms;
-  d["fenced_free_waits"] = s.fenced_free_waits;
+  for (const vmm::AllocatorStatField& f : vmm::kAllocatorStatFields) d[f.name] = f.value(s);
   return d;
 }
 

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <iterator>
 
 #include "errors.hpp"
 #include "vmmalloc/allocator.hpp"
@@ -274,6 +275,14 @@ void TorchAllocator::recordStream(const c10::DataPtr& ptr, c10::cuda::CUDAStream
 }
 
 // ------------------------------------------------------------ statistics
+
+// getDeviceStats gives PyTorch each counter of VMM_ALLOCATOR_STATS
+// (include/vmmalloc/stats.hpp) that one of its stats stands for; mapped_bytes,
+// cached_bytes, pending_bytes, stitches and fenced_free_waits have none (they
+// reach Python through vmmalloc.torch.memory_stats()). A counter added to the
+// list fails this check: map it below or name it above, then count it.
+static_assert(std::size(vmm::kAllocatorStatFields) == 18,
+              "a counter was added to VMM_ALLOCATOR_STATS: does getDeviceStats report it?");
 
 TorchAllocator::DeviceStats TorchAllocator::getDeviceStats(c10::DeviceIndex device) {
   DeviceStats out;
