@@ -30,20 +30,29 @@ bool log_enabled(LogLevel level) noexcept {
 }
 
 void log(LogLevel level, const char* fmt, ...) noexcept {
+  if (!log_enabled(level)) return;  // before va_start: a filtered-out call stays one load
+  va_list args;
+  va_start(args, fmt);
+  vlog(level, nullptr, fmt, args);
+  va_end(args);
+}
+
+void vlog(LogLevel level, const char* component, const char* fmt, va_list args) noexcept {
   if (!log_enabled(level)) return;
   const int saved_errno = errno;
 
   std::array<char, 4096> buf;
   constexpr std::size_t kEllipsis = 4;  // "...\n"
   const std::size_t room = buf.size() - kEllipsis;
-  int n = std::snprintf(buf.data(), room, "vmmalloc[%ld] %s: ", static_cast<long>(::getpid()),
-                        log_level_name(level));
+  int n =
+      component == nullptr
+          ? std::snprintf(buf.data(), room, "vmmalloc[%ld] %s: ", static_cast<long>(::getpid()),
+                          log_level_name(level))
+          : std::snprintf(buf.data(), room, "vmmalloc[%ld] %s: %s: ", static_cast<long>(::getpid()),
+                          log_level_name(level), component);
   std::size_t len = n > 0 ? static_cast<std::size_t>(n) : 0;
   if (len < room) {
-    va_list args;
-    va_start(args, fmt);
     n = std::vsnprintf(buf.data() + len, room - len, fmt, args);
-    va_end(args);
     if (n > 0) len += static_cast<std::size_t>(n);
   }
   if (len >= room) {
