@@ -95,8 +95,10 @@ void EventRing::record(const Event& e) noexcept {
       seen = slot.seq.load(std::memory_order_acquire);
       continue;
     }
-    if (slot.seq.compare_exchange_weak(seen, writing, std::memory_order_relaxed,
-                                       std::memory_order_acquire)) {
+    // Acquire on success too (the slot is ours then; the release fence below
+    // orders our writes): GCC 12 rejects a failure order stronger than the
+    // success order (-Winvalid-memory-model), which C++17 allows.
+    if (slot.seq.compare_exchange_weak(seen, writing, std::memory_order_acquire)) {
       break;
     }
   }

@@ -392,13 +392,15 @@ TEST_CASE("ipc: sockets that will not do are refused, and closed", "[ipc]") {
 }
 
 TEST_CASE("ipc: a peer that does not speak the protocol", "[ipc]") {
+  // The lambdas take `theirs` as `fd = theirs`: clang 14 cannot capture a
+  // structured binding (a C++20 rule it implements from clang 16).
   Side i;
   SECTION("garbage") {
     auto [ours, theirs] = stream_pair();
     const char junk[64] = "GET / HTTP/1.1\r\n\r\n";
     REQUIRE(::write(ours, junk, sizeof junk) == static_cast<ssize_t>(sizeof junk));
     const vmm::DriverError err =
-        expect_throw<vmm::DriverError>([&] { WorkspaceImport(*i.context, theirs, 2s); });
+        expect_throw<vmm::DriverError>([&, fd = theirs] { WorkspaceImport(*i.context, fd, 2s); });
     CHECK(err.code() == EPROTO);
     CHECK(err.call() == "vmmalloc IPC");
     CHECK(contains(err.what(), "bad magic"));
@@ -407,12 +409,12 @@ TEST_CASE("ipc: a peer that does not speak the protocol", "[ipc]") {
   SECTION("hangs up") {
     auto [ours, theirs] = stream_pair();
     ::close(ours);
-    CHECK(driver_code([&] { WorkspaceImport(*i.context, theirs, 2s); }) == EPIPE);
+    CHECK(driver_code([&, fd = theirs] { WorkspaceImport(*i.context, fd, 2s); }) == EPIPE);
   }
   SECTION("never answers") {
     auto [ours, theirs] = stream_pair();
     const vmm::DriverError err =
-        expect_throw<vmm::DriverError>([&] { WorkspaceImport(*i.context, theirs, 50ms); });
+        expect_throw<vmm::DriverError>([&, fd = theirs] { WorkspaceImport(*i.context, fd, 50ms); });
     CHECK(err.code() == ETIMEDOUT);
     CHECK(contains(err.what(), "no answer within 50 ms"));
     ::close(ours);
@@ -432,7 +434,7 @@ TEST_CASE("ipc: a peer that does not speak the protocol", "[ipc]") {
       [[maybe_unused]] const ssize_t n = ::read(fd, &byte, 1);  // until the importer hangs up
     });
     const vmm::DriverError err =
-        expect_throw<vmm::DriverError>([&] { WorkspaceImport(*i.context, theirs, 2s); });
+        expect_throw<vmm::DriverError>([&, fd = theirs] { WorkspaceImport(*i.context, fd, 2s); });
     server.join();
     CHECK(err.code() == EPROTO);
     CHECK(contains(err.what(), "does not follow the previous one"));
