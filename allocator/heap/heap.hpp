@@ -8,19 +8,21 @@
 // small segments; large ones are rounded to 512 bytes and served from large
 // segments.
 //
-// Growth: when no free block fits, grow() maps memory at the *frontier* of
-// the (pool, size kind)'s growing segment, a segment whose address range
-// has room reserved past its mapped end. The free block ending there (what
+// Growth: when no free block fits, grow_locked() maps memory at the
+// *frontier* of the (pool, size kind)'s growing segment, a segment whose
+// address range has room reserved past its mapped end. The free block ending there (what
 // earlier requests left of their last chunk) becomes the front of the new
 // block, so only the difference is mapped and no segment keeps an unusable
 // tail. The memory is found by *stitching* first: whole free chunks from
 // anywhere (inside other free blocks, or the pool's cache) are mapped at the
 // frontier; only what they cannot cover is created. A stitched chunk stays
-// mapped at its old address too (an alias) until the fences of the old
-// address's users complete; the reclaimer then unmaps the alias. So reuse on
-// the same stream never waits.
+// mapped at its old address too (an alias; the old range is a *dead*
+// placeholder) until the fences of the old address's users complete; a
+// later growth or empty_cache() then unmaps the alias and the range becomes
+// *vacant*, to be mapped again. So reuse on the same stream never waits.
 //
-// Hot path: every thread has its own cache per heap (ThreadCache). A free
+// Hot path: every thread has its own cache per heap (ThreadCache,
+// thread_cache.hpp). A free
 // of a plain block (no extra stream, no graph pool) pushes it on the
 // freeing thread's per-(stream, size) LIFO; an allocation of that size on
 // that stream pops it. Neither makes a driver call or takes the heap mutex:
@@ -37,14 +39,25 @@
 //
 // Stream-ordered reuse: see stream_use.hpp (lazy fences, capture).
 //
-// Locks, outermost first: the live-heap registry (thread exit) -> mutex_
-// (free index, segments, pools, StreamUse) -> caches_mutex_ (the list of
-// thread caches) -> a thread cache's lock -> a pointer shard -> the
-// reclaimer's/pool's/address space's own locks. Hot paths hold one lock at a
-// time, never mutex_. Block fields: a live block's are guarded by its
-// pointer shard (`state` and `requested` are atomics: the thread that pops
-// a cached block sets them before handing the block out); a cached block
-// belongs to its thread cache; a free (indexed) block to mutex_.
+// Files: block.hpp (Block, Segment, the placeholders' states),
+// free_index.hpp (best fit per pool, size kind and stream),
+// thread_cache.hpp (thread caches and the live heaps exiting threads hand
+// them back to), tuning.hpp (chunk sizes, spans, trim timing); Heap's
+// members are in heap.cpp (entry points, hot path, free blocks),
+// heap_growth.cpp (grow_locked and its steps), heap_carve.cpp (carving
+// chunks out, placeholders, retiring segments), heap_trim.cpp (trim, the
+// fenced-free wait, OOM recovery and message), heap_pools.cpp (graph
+// pools), heap_snapshot.cpp (stats, describe).
+//
+// Locks, outermost first: LiveHeaps' (thread exit) -> mutex_ (free index,
+// segments, placeholders, pools, StreamUse, counters of mapped memory) ->
+// ThreadCaches' mutex (the list of thread caches) -> a thread cache's
+// lock -> a pointer shard -> the reclaimer's/pool's/address space's own
+// locks; demand_mutex_ is a leaf. Hot paths hold one lock at a time, never
+// mutex_. Block fields: a live block's are guarded by its pointer shard
+// (`state` and `requested` are atomics: the thread that pops a cached
+// block sets them before handing the block out); a cached block belongs to
+// its thread cache; a free (indexed) block and a placeholder to mutex_.
 #pragma once
 
 #include <array>
@@ -63,8 +76,12 @@
 #include <vector>
 
 #include "allocator/base/spin_lock.hpp"
+#include "allocator/heap/block.hpp"
+#include "allocator/heap/free_index.hpp"
 #include "allocator/heap/size_classes.hpp"
 #include "allocator/heap/stream_use.hpp"
+#include "allocator/heap/thread_cache.hpp"
+#include "allocator/heap/tuning.hpp"
 #include "allocator/record/snapshot_views.hpp"
 #include "allocator/vm/device_context.hpp"
 #include "vmmalloc/stats.hpp"
@@ -90,7 +107,7 @@ class Heap {
   // the pool's cache limit. Returns the bytes handed to the reclaimer.
   std::size_t trim_to_limit();
   // The reclaimer's periodic task: unmaps free memory above what the recent
-  // peak of allocated bytes (kDemandWindow in heap.cpp) may want again plus
+  // peak of allocated bytes (kDemandWindow in tuning.hpp) may want again plus
   // the cache limit, once it has stayed above that for a while (kTrimDelay).
   std::size_t background_trim();
 
@@ -111,74 +128,16 @@ class Heap {
   DeviceContext& context() const noexcept { return context_; }
 
  private:
-  struct Segment;
-  // A relaxed atomic that copies (blocks are copied when split).
-  template <class T>
-  struct Relaxed {
-    std::atomic<T> v{};
-    Relaxed() = default;
-    Relaxed(const Relaxed& o) : v(o.get()) {}
-    Relaxed& operator=(const Relaxed& o) {
-      set(o.get());
-      return *this;
-    }
-    T get() const noexcept { return v.load(std::memory_order_relaxed); }
-    void set(T x) noexcept { v.store(x, std::memory_order_relaxed); }
-  };
-  // Cache-line aligned: threads write the blocks they allocate and free
-  // (state, requested, epoch); blocks of different threads sharing a line
-  // made 8-thread pairs of 512 B ~3x slower on the host backend.
-  struct alignas(64) Block {
-    std::uintptr_t addr = 0;
-    std::size_t size = 0;
-    Relaxed<std::size_t> requested;  // of a live block
-    Segment* segment = nullptr;
-    Block* prev = nullptr;      // address order within the segment (may be
-    Block* next = nullptr;      // non-adjacent across unmapped holes)
-    Stream stream = nullptr;    // owner: allocated on / freed in its order
-    std::vector<Stream> extra;  // other users (record_stream, cross-stream free)
-    std::uint64_t epoch = 0;    // StreamUse epoch of the free
-    PoolId pool = 0;
-    // dead and vacant: placeholders for address ranges of a segment whose
-    // chunks were stitched away, linked with the blocks but in neither the
-    // pointer map nor the free index. dead: the old mapping (an alias) is
-    // still there until its users' fences complete (see dead_); vacant:
-    // unmapped, to be mapped again when a request fits the free blocks
-    // around it plus the range.
-    enum class State : std::uint8_t { live, cached, free, dead, vacant };
-    // Atomic because the heap mutex's holder reads a neighbour's state (to
-    // coalesce) while a hot-path free may be turning it live -> cached,
-    // and a pointer shard's readers while a cache hit turns it cached ->
-    // live; live/cached both mean "not free", which is all the first
-    // needs, and a block popped from a cache is not yet anyone's pointer.
-    Relaxed<State> state;
-    bool neutral = false;  // free, every user's work done: usable by any stream
-    std::uintptr_t end() const noexcept { return addr + size; }
-  };
-  struct BySize {
-    bool operator()(const Block* a, const Block* b) const noexcept {
-      return a->size != b->size ? a->size < b->size : a->addr < b->addr;
-    }
-  };
-  using SizeSet = std::set<Block*, BySize>;
-  struct FreeIndex {
-    std::map<Stream, SizeSet> by_stream;  // kNeutral: usable by any stream
-  };
-  struct Segment {
-    VaRange range;                // reserved; mapped below `frontier` only
-    std::uintptr_t frontier = 0;  // where the next growth is mapped
-    SizeKind kind = SizeKind::large;
-    PoolId pool = 0;
-    std::vector<Mapping> chunks;             // mapped, sorted by va
-    std::vector<Reclaimer::Ticket> tickets;  // unmaps of chunks detached from it
-    Block* last = nullptr;                   // its highest block
-  };
+  using Block = heap::Block;
+  using Segment = heap::Segment;
+  using FreeIndex = heap::FreeIndex;
+  using ThreadCache = heap::ThreadCache;
   struct PoolState {
     std::array<FreeIndex, kSizeKinds> index;
     // Per size kind: the segment new memory is mapped at the end of (its
     // free tail merges with it), and the address span it was given.
-    std::array<Segment*, kSizeKinds> frontier{};
-    std::array<std::size_t, kSizeKinds> frontier_span{};
+    std::array<Segment*, kSizeKinds> growing{};
+    std::array<std::size_t, kSizeKinds> growing_span{};
     std::array<std::unordered_set<Block*>, kSizeKinds> vacant;  // vacant placeholders
     std::size_t live = 0;
     bool released = false;
@@ -190,35 +149,9 @@ class Heap {
     std::uint64_t allocations = 0;  // made on the slow path (cache hits: ThreadCache)
     std::uint64_t frees = 0;
   };
-  // One thread's hot cache for this heap: plain blocks it freed, in LIFOs
-  // by (stream, size), in an open-addressing table. Guarded by `lock`: the
-  // owner takes it for each push and pop, other threads (holding the heap
-  // mutex) only to fold the blocks into the free index.
-  struct alignas(64) ThreadCache {
-    struct List {
-      Stream stream = nullptr;
-      std::size_t size = 0;        // 0: an empty slot
-      std::uint32_t last_use = 0;  // the heap's trim tick of the last push or pop
-      std::vector<Block*> blocks;
-    };
-    SpinLock lock;
-    std::vector<List> table;  // power-of-two size, linear probing
-    std::size_t slots_used = 0;
-    std::size_t blocks = 0;
-    std::uint64_t hits = 0;  // allocations served (for the allocation count)
-    bool detached = false;   // handed back: its thread exited or its heap is gone
-
-    List* find(Stream stream, std::size_t size) noexcept;
-    List& find_or_add(Stream stream, std::size_t size);
-    // Takes every block out (those of lists last used before `idle_before`
-    // only, if given: a tick in the heap's trim clock) and empties the
-    // table of unused slots.
-    void take(std::vector<Block*>& out, std::optional<std::uint32_t> idle_before = {});
-  };
-  struct Registry;
-  static Registry& registry();
-  // A dead placeholder's aliases and the fences guarding them.
-  struct Burial {
+  // A dead placeholder: the aliases still mapped at its old address and
+  // the fences of the users of that address; unmapped once they complete.
+  struct PendingAliases {
     Block* placeholder = nullptr;
     std::vector<Mapping> aliases;
     std::vector<Fence> fences;
@@ -233,23 +166,16 @@ class Heap {
   PtrShard& ptr_shard(std::uintptr_t addr) const;
 
   // Hot path pieces.
-  // The calling thread's cache for this heap (made on first use), or
-  // nullptr while the thread is exiting.
-  ThreadCache* thread_cache();
-  Block* cache_pop(ThreadCache& tc, Stream stream, std::size_t size);
-  // A block of `size` for `stream` from another thread's cache (one that
-  // thread freed), or nullptr. Takes caches_mutex_.
-  Block* cache_steal(ThreadCache& tc, Stream stream, std::size_t size);
-  // False if the cache was handed back (the block must take the slow path).
-  bool cache_push(ThreadCache& tc, Block* b);
   void activate(Block* b, std::size_t requested);  // ptr shard + counters
   void count_alloc(std::size_t size, std::size_t requested);
-  // A thread exits: its cache's blocks go to the free index. Registry lock held.
+  // A thread exits: its cache's blocks go to the free index. LiveHeaps' lock held.
   void adopt_cache(ThreadCache& tc);
 
   void* allocate_slow(std::size_t bytes, std::size_t rounded, Stream stream);
 
   // Everything below: mutex_ held.
+
+  // Free blocks (heap.cpp): the free index, coalescing, best fit.
   PoolId pool_for_locked(Stream stream) const;
   FreeIndex& index_locked(PoolId pool, SizeKind kind);
   // Folds thread caches into the free index: every cache; one; or, in every
@@ -260,6 +186,7 @@ class Heap {
   // Returns the blocks folded in.
   std::size_t flush_idle_caches_locked(std::uint32_t idle_ticks);
   void fold_cached_locked(const std::vector<Block*>& blocks);
+  // Blocks whose users' work is all done become neutral and coalesce.
   void refresh_locked();
   void index_insert_locked(Block* b);
   void index_erase_locked(Block* b);
@@ -271,55 +198,98 @@ class Heap {
   bool mergeable(const Block* a, const Block* b) const;
   bool usable_locked(Block* b, Stream stream);
   Block* find_fit_locked(PoolId pool, SizeKind kind, Stream stream, std::size_t size);
+  // Hands out free block `b` (split to `rounded`) for `bytes` on `stream`.
   void* take_locked(Block* b, std::size_t rounded, std::size_t bytes, Stream stream);
+  // The merged block carries the constraints of both.
+  static void absorb(Block* dst, const Block* src);
+  // dst takes in its (adjacent) next block, which is deleted.
+  void merge_next_locked(Block* dst);
+  // Requests (records if none is outstanding) the fences that tell when the
+  // users of free block `b` other than `stream` are done with it.
+  void request_fences_locked(const Block* b, Stream stream);
+
+  // Growth (heap_growth.cpp): a free block of at least `rounded` bytes for
+  // `stream` made of new memory (stitched or created) and the free blocks
+  // it joins. OutOfMemoryError if none can be made (nothing changed).
   Block* grow_locked(PoolId pool, SizeKind kind, Stream stream, std::size_t rounded);
-  // Whether memory mapped next to `b` may merge with it and go to `stream`.
-  bool extendable_locked(const Block* b, Stream stream) const;
-  // The free block at the end of growing segment `seg` that new memory
-  // mapped behind it may merge with and go to `stream`, or nullptr.
-  Block* frontier_tail_locked(Segment* seg, Stream stream);
   // A vacant range to map `need` bytes at the front of, so that with the
   // free blocks around it (nullptr: none that may join) it holds a request.
-  struct Gap {
+  struct VacancyFit {
     Block* vacant = nullptr;
     Block* before = nullptr;
     Block* after = nullptr;
     std::size_t need = 0;
     std::size_t span = 0;
   };
-  // The gap needing the least new mapping (then the tightest), or none.
-  Gap best_gap_locked(PoolId pool, SizeKind kind, Stream stream, std::size_t rounded);
+  struct Growth;
+  // A candidate chunk for growth: a whole free chunk of a segment, or one
+  // of the pool's cached chunks.
+  struct ChunkPick {
+    std::size_t bytes;
+    std::ptrdiff_t source;  // index into the free chunks, or -1 - class index (cached)
+  };
+  // grow_locked's steps, in order.
+  void settle_unmaps_locked();
+  Block* place_growth_locked(Growth& g);
+  void plan_stitch_locked(Growth& g);
+  static std::vector<ChunkPick> stitch_candidates(const Growth& g,
+                                                  const std::vector<std::size_t>& classes,
+                                                  std::size_t need);
+  // Which candidates (sorted here) to take for `need` bytes (at most
+  // `cap`); `left`: the bytes they do not cover.
+  static std::vector<ChunkPick> choose_chunks(SizeKind kind, std::vector<ChunkPick>& candidates,
+                                              std::size_t need, std::size_t cap, std::size_t& left);
+  std::size_t fence_stitch_locked(Growth& g, const std::vector<ChunkPick>& chosen,
+                                  std::size_t left);
+  void map_growth_locked(Growth& g);
+  void undo_growth_locked(Growth& g, bool clean);
+  Block* commit_growth_locked(Growth& g);
+  std::vector<Segment*> detach_stitched_locked(Growth& g);
+  Segment* receive_growth_locked(Growth& g);
+  Block* link_growth_block_locked(Growth& g, Segment* seg);
+  // Whether memory mapped next to `b` may merge with it and go to `stream`.
+  bool extendable_locked(const Block* b, Stream stream) const;
+  // The free block at the end of growing segment `seg` that new memory
+  // mapped behind it may merge with and go to `stream`, or nullptr.
+  Block* frontier_tail_locked(Segment* seg, Stream stream);
+  // The vacancy needing the least new mapping (then the tightest), or none.
+  VacancyFit best_vacancy_locked(PoolId pool, SizeKind kind, Stream stream, std::size_t rounded);
   // The address span of a new growing segment that must hold `bytes`.
-  std::size_t frontier_span_locked(PoolId pool, SizeKind kind, std::size_t bytes);
-  bool is_frontier_locked(const Segment* seg) const;
+  std::size_t growing_span_locked(PoolId pool, SizeKind kind, std::size_t bytes);
+  bool is_growing_locked(const Segment* seg) const;
+  // Chunk sizes (largest first) for `bytes` of new memory for a request of
+  // `request` bytes.
+  std::vector<std::size_t> plan_new_chunks(std::size_t bytes, std::size_t request) const;
+  void note_reserved_locked();
+
+  // Carving chunks out of free blocks and the placeholders left behind
+  // (heap_carve.cpp).
   std::vector<FreeChunk> free_chunks_locked(PoolId pool, Stream stream, bool for_stitch);
   // Fences guarding the old address of `b`'s memory; false if some user is
   // capturing (the memory cannot be unmapped yet).
   bool unmap_fences_locked(Block* b, std::vector<Fence>& fences);
   // Cuts the chosen chunks (their addresses, ascending, each a whole chunk
   // of b's segment inside b) out of free block `b`; returns their mappings.
-  // The rest of `b` stays free. With `buried`, each run of carved chunks is
+  // The rest of `b` stays free. With `dead`, each run of carved chunks is
   // left as a dead placeholder, appended there with its mappings (the
-  // caller adds the fences and registers it in dead_).
+  // caller adds the fences and registers it in pending_aliases_).
   std::vector<Mapping> carve_locked(Block* b, const std::vector<std::uintptr_t>& chunk_vas,
-                                    std::vector<Burial>* buried = nullptr);
+                                    std::vector<PendingAliases>* dead = nullptr);
   // Dead placeholders whose fences completed: their aliases are unmapped
   // and the ranges become vacant.
-  void reap_dead_locked();
+  void unmap_finished_aliases_locked();
   // `v` (its range unmapped) becomes vacant: merged with vacant neighbours,
   // or given back to the frontier at the end of the mapped extent.
   void make_vacant_locked(Block* v);
   std::vector<Block*> placeholders_locked(Segment* seg);
   // Deletes seg's placeholders, handing dead ones' fences and aliases over.
-  void bury_placeholders_locked(Segment* seg, std::vector<Fence>& fences,
+  void drop_placeholders_locked(Segment* seg, std::vector<Fence>& fences,
                                 std::vector<Mapping>& mappings);
-  // The merged block carries the constraints of both.
-  static void absorb(Block* dst, const Block* src);
-  // dst takes in its (adjacent) next block, which is deleted.
-  void merge_next_locked(Block* dst);
   // Hands detached mappings of `seg` to the reclaimer; frees the segment
   // when it has no chunks left.
   void retire_locked(Segment* seg, std::vector<Fence> fences, std::vector<Mapping> mappings);
+
+  // Trim and memory pressure (heap_trim.cpp).
   std::size_t release_free_chunks_locked(bool complete_only, std::size_t budget);
   // Free memory held: mapped but not allocated (free and cached blocks),
   // plus the pool's cache.
@@ -328,9 +298,6 @@ class Heap {
   // kDemandWindow (this tick's included).
   std::size_t recent_demand();
   void reclaim_for_oom_locked(Stream stream);
-  // Requests (records if none is outstanding) the fences that tell when the
-  // users of free block `b` other than `stream` are done with it.
-  void request_fences_locked(const Block* b, Stream stream);
   // Free memory of `pool` that no stream may take yet: blocks whose other
   // users' (Block::extra) work is not known to be done.
   struct FencedFree {
@@ -350,11 +317,12 @@ class Heap {
                                      Stream stream, std::size_t rounded, std::uint64_t entry_epoch);
   std::string oom_message_locked(std::size_t bytes, std::size_t rounded, PoolId pool,
                                  const std::string& cause);
+  // The largest request that would fit in `pool` now.
+  std::size_t largest_fit_locked(PoolId pool, const Reclaimer::Accounting& a,
+                                 const DeviceMemoryInfo& info);
+
+  // Graph pools (heap_pools.cpp).
   void migrate_pool_locked(PoolId pool);
-  void note_reserved_locked();
-  // Chunk sizes (largest first) for `bytes` of new memory for a request of
-  // `request` bytes.
-  std::vector<std::size_t> plan_new_chunks(std::size_t bytes, std::size_t request) const;
 
   DeviceContext& context_;
   Backend& backend_;
@@ -373,24 +341,18 @@ class Heap {
   std::uint64_t ooms_ = 0;
   std::uint64_t fenced_free_waits_ = 0;
   std::size_t peak_reserved_ = 0;
-  std::uint64_t frontier_sum_ = 0;           // refresh_locked's last look
-  std::unordered_map<Block*, Burial> dead_;  // dead placeholders
+  std::uint64_t completion_sum_ = 0;  // refresh_locked's last look at the streams' completion
+  std::unordered_map<Block*, PendingAliases> pending_aliases_;  // by dead placeholder
   std::optional<std::chrono::steady_clock::time_point> over_limit_since_;
 
-  // Thread caches: this heap's id (a thread's caches are found by it, never
-  // by address), and the caches of every thread that used it.
-  const std::uint64_t id_;
-  mutable std::mutex caches_mutex_;
-  std::vector<std::shared_ptr<ThreadCache>> caches_;
-  std::uint64_t detached_hits_ = 0;  // hits counted by caches handed back (caches_mutex_)
-  // The background trim's clock: one tick per run (kTrimInterval).
-  std::atomic<std::uint32_t> trim_tick_{0};
+  // Every thread's cache of this heap, and the background trim's clock
+  // (one tick per run, kTrimInterval).
+  heap::ThreadCaches caches_;
   // Demand: the peak of allocated bytes since the last trim tick, and the
   // peaks of the window's slices (demand_mutex_, a leaf lock).
-  static constexpr std::size_t kDemandBuckets = 20;
   std::atomic<std::size_t> demand_peak_{0};
   std::mutex demand_mutex_;
-  std::array<std::size_t, kDemandBuckets> demand_buckets_{};
+  std::array<std::size_t, heap::kDemandBuckets> demand_buckets_{};
   std::size_t demand_slot_ = 0;
 
   mutable std::array<PtrShard, kPtrShards> ptrs_;

@@ -1,15 +1,61 @@
-// Heap::describe: the heap's segments, chunks and blocks for snapshots (see
-// allocator/record/snapshot_views.hpp). Reads the heap's internals under its own
-// locks, in its lock order: the heap mutex (segments, free index, pools),
-// then one pointer shard at a time (every block is in one, and a block's
-// fields are stable under its shard's lock). Never calls the driver; the
-// allocation hot path only meets it as a shard lock held for one copy.
+// Heap::stats and Heap::describe: the heap's counters, and its segments,
+// chunks and blocks for snapshots (see allocator/record/snapshot_views.hpp).
+// Reads the heap's internals under its own locks, in its lock order: the
+// pointer shards and the thread caches for the counts (stats), the heap
+// mutex (segments, free index, pools), then one pointer shard at a time
+// (every block is in one, and a block's fields are stable under its
+// shard's lock). Never calls the driver; the allocation hot path only
+// meets it as a shard or cache lock held for one copy.
 #include <algorithm>
 #include <unordered_map>
 
 #include "allocator/heap/heap.hpp"
 
 namespace vmm {
+
+AllocatorStats Heap::stats() const {
+  AllocatorStats s;
+  s.allocated_bytes = allocated_.load();
+  s.peak_allocated_bytes = peak_allocated_.load();
+  s.requested_bytes = requested_.load();
+  s.peak_requested_bytes = peak_requested_.load();
+  // Shards first, caches second: a free counted here had its allocation
+  // counted before it (in the same shard, or as a cache hit read below).
+  for (PtrShard& sh : ptrs_) {
+    std::lock_guard lock(sh.mutex);
+    s.allocations += sh.allocations;
+    s.frees += sh.frees;
+  }
+  s.allocations += caches_.hits();
+  s.active_blocks = s.allocations > s.frees ? static_cast<std::size_t>(s.allocations - s.frees) : 0;
+  std::size_t peak_reserved = 0;
+  {
+    std::lock_guard lock(mutex_);
+    s.mapped_bytes = mapped_bytes_;
+    s.stitches = stitches_;
+    s.ooms = ooms_;
+    s.fenced_free_waits = fenced_free_waits_;
+    peak_reserved = peak_reserved_;
+  }
+  const Reclaimer::Accounting a = context_.reclaimer().accounting();
+  s.cached_bytes = a.pool.cached_bytes;
+  s.pending_bytes = a.reclaimer.pending_bytes;
+  s.reserved_bytes = s.mapped_bytes + s.cached_bytes + s.pending_bytes;
+  s.peak_reserved_bytes = std::max(peak_reserved, s.reserved_bytes);
+  s.inactive_split_bytes =
+      s.mapped_bytes > s.allocated_bytes ? s.mapped_bytes - s.allocated_bytes : 0;
+  s.chunk_creates = a.pool.creates;
+  s.chunk_releases = a.pool.releases;
+  return s;
+}
+
+void Heap::reset_peak_stats() {
+  peak_allocated_.store(allocated_.load());
+  peak_requested_.store(requested_.load());
+  std::lock_guard lock(mutex_);
+  const Reclaimer::Accounting a = context_.reclaimer().accounting();
+  peak_reserved_ = mapped_bytes_ + a.pool.cached_bytes + a.reclaimer.pending_bytes;
+}
 
 HeapView Heap::describe(bool with_blocks) const {
   HeapView out;

@@ -1,0 +1,93 @@
+// Heap: graph pools (CUDA graph capture). A stream between begin_pool and
+// end_pool allocates into its pool's own free index and growing segments;
+// once released and without live blocks, a pool's memory migrates to the
+// general pool (0). All guarded by the heap mutex; active_pools_ tells the
+// hot path (without the mutex) whether any stream allocates into a pool.
+#include <string>
+
+#include "allocator/heap/heap.hpp"
+#include "vmmalloc/errors.hpp"
+
+namespace vmm {
+
+PoolId Heap::pool_for_locked(Stream stream) const {
+  for (const auto& [s, p] : capturing_into_) {
+    if (s == stream) return p;
+  }
+  return 0;
+}
+
+PoolId Heap::create_pool() {
+  std::lock_guard lock(mutex_);
+  const PoolId id = next_pool_++;
+  pools_[id];
+  return id;
+}
+
+void Heap::begin_pool(PoolId pool, Stream stream) {
+  std::lock_guard lock(mutex_);
+  auto it = pools_.find(pool);
+  if (pool == 0 || it == pools_.end() || it->second.released) {
+    throw InvalidArgumentError("begin_pool: " + std::to_string(pool) + " is not a live graph pool");
+  }
+  for (const auto& [s, p] : capturing_into_) {
+    if (s == stream) {
+      throw InvalidArgumentError("begin_pool: the stream already allocates into pool " +
+                                 std::to_string(p));
+    }
+  }
+  capturing_into_.emplace_back(stream, pool);
+  active_pools_.store(capturing_into_.size(), std::memory_order_release);
+}
+
+void Heap::end_pool(PoolId pool) {
+  std::lock_guard lock(mutex_);
+  if (pool == 0 || pools_.find(pool) == pools_.end()) {
+    throw InvalidArgumentError("end_pool: " + std::to_string(pool) + " is not a graph pool");
+  }
+  std::erase_if(capturing_into_, [&](const auto& e) { return e.second == pool; });
+  active_pools_.store(capturing_into_.size(), std::memory_order_release);
+}
+
+void Heap::release_pool(PoolId pool) {
+  std::lock_guard lock(mutex_);
+  auto it = pools_.find(pool);
+  if (pool == 0 || it == pools_.end() || it->second.released) {
+    throw InvalidArgumentError("release_pool: " + std::to_string(pool) +
+                               " is not a live graph pool");
+  }
+  std::erase_if(capturing_into_, [&](const auto& e) { return e.second == pool; });
+  active_pools_.store(capturing_into_.size(), std::memory_order_release);
+  it->second.released = true;
+  if (it->second.live == 0) migrate_pool_locked(pool);
+}
+
+bool Heap::is_growing_locked(const Segment* seg) const {
+  auto it = pools_.find(seg->pool);
+  return it != pools_.end() && it->second.growing[static_cast<int>(seg->kind)] == seg;
+}
+
+void Heap::migrate_pool_locked(PoolId pool) {
+  auto it = pools_.find(pool);
+  if (it == pools_.end()) return;
+  // Its growing segments become ordinary ones of the general pool; one that
+  // was kept only as a growing segment (no chunks left) goes now.
+  const std::array<Segment*, kSizeKinds> fronts = it->second.growing;
+  it->second.growing.fill(nullptr);
+  for (Segment* f : fronts) {
+    if (f != nullptr && f->chunks.empty()) retire_locked(f, {}, {});
+  }
+  for (int k = 0; k < kSizeKinds; ++k) {
+    pools_[0].vacant[k].insert(it->second.vacant[k].begin(), it->second.vacant[k].end());
+    it->second.vacant[k].clear();
+  }
+  for (Segment* seg : segments_) {
+    if (seg->pool == pool) seg->pool = 0;
+  }
+  for (int k = 0; k < kSizeKinds; ++k) {
+    it->second.index[k].move_into(pools_[0].index[k], [](Block* b) { b->pool = 0; });
+  }
+  pools_.erase(pool);
+}
+
+}  // namespace vmm
