@@ -1,8 +1,7 @@
 // Snapshot views: plain copies of each layer's state, made under that layer's
-// own locks by its describe() method (heap_snapshot.cpp,
-// reclaimer_snapshot.cpp, address_space_snapshot.cpp) and turned into JSON by
-// allocator/observe/snapshot.cpp. No describe() calls the driver: a snapshot is safe
-// from any thread, during a CUDA-graph capture too.
+// own locks by its describe() method (Heap, Reclaimer, AddressSpace) and
+// turned into JSON by allocator/observe/snapshot.cpp. No describe() calls the
+// driver: a snapshot is safe from any thread, during a CUDA-graph capture too.
 #pragma once
 
 #include <cstddef>

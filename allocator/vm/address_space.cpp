@@ -8,6 +8,7 @@
 
 #include "allocator/base/log.hpp"
 #include "allocator/base/units.hpp"
+#include "allocator/record/snapshot_views.hpp"
 #include "vmmalloc/errors.hpp"
 
 namespace vmm {
@@ -163,6 +164,22 @@ void AddressSpace::deallocate(VaRange range) {
 AddressSpaceStats AddressSpace::stats() const {
   std::lock_guard lock(mutex_);
   return stats_;
+}
+
+// The reservations and their free ranges, for snapshots.
+std::vector<ReservationView> AddressSpace::describe() const {
+  std::lock_guard lock(mutex_);
+  std::vector<ReservationView> out;
+  out.reserve(reservations_.size());
+  for (const Reservation& r : reservations_) {
+    ReservationView v;
+    v.range = r.range;
+    v.dedicated = r.dedicated;
+    v.allocated_bytes = r.allocated;
+    for (const auto& [base, bytes] : r.free) v.free.push_back({base, bytes});
+    out.push_back(std::move(v));
+  }
+  return out;
 }
 
 }  // namespace vmm

@@ -60,7 +60,7 @@ class AddressSpace {
 
   AddressSpaceStats stats() const;
   // Every reservation with its free ranges, for snapshots
-  // (address_space_snapshot.cpp). Never calls the driver.
+  // (address_space.cpp). Never calls the driver.
   std::vector<ReservationView> describe() const;
   std::size_t reservation_size() const noexcept { return reservation_size_; }
 

@@ -87,7 +87,7 @@ class Reclaimer {
 
   ReclaimerStats stats() const;
   // The pending entries with their fences, for snapshots
-  // (reclaimer_snapshot.cpp). Never queries a fence.
+  // (reclaimer.cpp). Never queries a fence.
   std::vector<ReclaimView> describe() const;
 
   // Periodic work for the background thread (the heap's trim of cached
