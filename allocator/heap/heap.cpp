@@ -97,24 +97,25 @@ Heap::PtrShard& Heap::ptr_shard(std::uintptr_t addr) const {
 }
 
 void Heap::adopt_cache(ThreadCache& tc) {
+  usage_.publish(tc.usage);  // its thread is gone: nobody writes the deltas again
   std::lock_guard lock(mutex_);
   std::vector<Block*> blocks;
   caches_.detach(tc, blocks);
   fold_cached_locked(blocks);
 }
 
-void Heap::count_alloc(std::size_t size, std::size_t requested) {
-  const std::size_t a = allocated_.fetch_add(size, std::memory_order_relaxed) + size;
-  std::size_t p = peak_allocated_.load(std::memory_order_relaxed);
-  while (a > p && !peak_allocated_.compare_exchange_weak(p, a, std::memory_order_relaxed)) {
-  }
-  p = demand_peak_.load(std::memory_order_relaxed);
-  while (a > p && !demand_peak_.compare_exchange_weak(p, a, std::memory_order_relaxed)) {
-  }
-  const std::size_t r = requested_.fetch_add(requested, std::memory_order_relaxed) + requested;
-  p = peak_requested_.load(std::memory_order_relaxed);
-  while (r > p && !peak_requested_.compare_exchange_weak(p, r, std::memory_order_relaxed)) {
-  }
+void Heap::count_usage(std::int64_t allocated, std::int64_t requested) {
+  heap::ThreadCache* tc = caches_.mine();
+  usage_.add(tc != nullptr ? &tc->usage : nullptr, allocated, requested);
+}
+
+heap::UsageCounters::Totals Heap::current_usage() const {
+  heap::UsageCounters::Totals t = usage_.published();
+  const heap::UsageCounters::Totals local = caches_.unpublished_usage();
+  // Read while other threads count: clamp what a race may leave below 0.
+  t.allocated = std::max<std::int64_t>(0, t.allocated + local.allocated);
+  t.requested = std::max<std::int64_t>(0, t.requested + local.requested);
+  return t;
 }
 
 void Heap::activate(Block* b, std::size_t requested) {
@@ -125,7 +126,7 @@ void Heap::activate(Block* b, std::size_t requested) {
     b->requested.set(requested);
     ++sh.allocations;
   }
-  count_alloc(b->size, requested);
+  count_usage(static_cast<std::int64_t>(b->size), static_cast<std::int64_t>(requested));
 }
 
 void Heap::map_insert(Block* b) {
@@ -158,7 +159,8 @@ void* Heap::allocate(std::size_t bytes, Stream stream) {
         // Counted by the cache (hits); nobody else holds the block yet.
         b->requested.set(bytes);
         b->state.set(Block::State::live);
-        count_alloc(b->size, bytes);
+        usage_.add(&tc->usage, static_cast<std::int64_t>(b->size),
+                   static_cast<std::int64_t>(bytes));
         return reinterpret_cast<void*>(b->addr);
       }
     }
@@ -200,12 +202,10 @@ void Heap::deallocate(void* ptr, Stream stream, bool own_order) {
     pool = b->pool;
     fast = b->extra.empty() && pool == 0;
   }
-  allocated_.fetch_sub(size, std::memory_order_relaxed);
-  requested_.fetch_sub(requested, std::memory_order_relaxed);
-  if (fast) {
-    ThreadCache* tc = caches_.mine();
-    if (tc != nullptr && caches_.push(*tc, b)) return;
-  }
+  ThreadCache* tc = caches_.mine();
+  usage_.add(tc != nullptr ? &tc->usage : nullptr, -static_cast<std::int64_t>(size),
+             -static_cast<std::int64_t>(requested));
+  if (fast && tc != nullptr && caches_.push(*tc, b)) return;
   std::lock_guard lock(mutex_);
   free_locked(b);
   if (pool != 0) {

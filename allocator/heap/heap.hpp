@@ -167,7 +167,11 @@ class Heap {
 
   // Hot path pieces.
   void activate(Block* b, std::size_t requested);  // ptr shard + counters
-  void count_alloc(std::size_t size, std::size_t requested);
+  // Counts an allocation (+) or a free (-) through the calling thread's
+  // cache's usage deltas (usage_counters.hpp).
+  void count_usage(std::int64_t allocated, std::int64_t requested);
+  // Bytes allocated and requested now: published plus every cache's deltas.
+  heap::UsageCounters::Totals current_usage() const;
   // A thread exits: its cache's blocks go to the free index. LiveHeaps' lock held.
   void adopt_cache(ThreadCache& tc);
 
@@ -259,7 +263,10 @@ class Heap {
   bool is_growing_locked(const Segment* seg) const;
   // Chunk sizes (largest first) for `bytes` of new memory for a request of
   // `request` bytes.
-  std::vector<std::size_t> plan_new_chunks(std::size_t bytes, std::size_t request) const;
+  // `regrowth`: the request extends a free tail at the frontier (tuning.hpp:
+  // kRegrowthMinRequest), so the largest classes are used.
+  std::vector<std::size_t> plan_new_chunks(std::size_t bytes, std::size_t request,
+                                           bool regrowth) const;
   void note_reserved_locked();
 
   // Carving chunks out of free blocks and the placeholders left behind
@@ -350,17 +357,14 @@ class Heap {
   heap::ThreadCaches caches_;
   // Demand: the peak of allocated bytes since the last trim tick, and the
   // peaks of the window's slices (demand_mutex_, a leaf lock).
-  std::atomic<std::size_t> demand_peak_{0};
   std::mutex demand_mutex_;
   std::array<std::size_t, heap::kDemandBuckets> demand_buckets_{};
   std::size_t demand_slot_ = 0;
 
   mutable std::array<PtrShard, kPtrShards> ptrs_;
 
-  alignas(64) std::atomic<std::size_t> allocated_{0};
-  std::atomic<std::size_t> requested_{0};
-  std::atomic<std::size_t> peak_allocated_{0};
-  std::atomic<std::size_t> peak_requested_{0};
+  // Bytes allocated and requested, and their peaks (usage_counters.hpp).
+  heap::UsageCounters usage_;
 
   Reclaimer::TaskId trim_task_ = 0;
 };

@@ -45,14 +45,11 @@ struct Heap::Growth {
   // with the fences guarding their old addresses, then chunk sizes from
   // the pool's cache and new ones (`fresh_count` of them). `free` and
   // `counts`: the candidates (the free chunks, the pool's cached chunks
-  // per class). The vectors live until the growth ends, in this order:
-  // which blocks a later growth or trim visits first depends on their
-  // addresses (maps keyed by Block*), so the heap's own allocations keep
-  // the order they have always had.
+  // per class). Blocks are visited in address order (heap::ByAddress).
   std::vector<FreeChunk> free;
   std::vector<std::size_t> counts;
-  std::map<Block*, std::vector<std::uintptr_t>> by_block;
-  std::map<Block*, std::vector<Fence>> fences;
+  std::map<Block*, std::vector<std::uintptr_t>, heap::ByAddress> by_block;
+  std::map<Block*, std::vector<Fence>, heap::ByAddress> fences;
   std::vector<std::size_t> sizes;
   std::size_t fresh_count = 0;
   bool owned = false;  // some stitched memory is still ordered on `stream`
@@ -145,7 +142,10 @@ void Heap::plan_stitch_locked(Growth& g) {
     for (const ChunkPick& p : chosen) {
       if (p.source < 0) g.sizes.push_back(classes[static_cast<std::size_t>(-1 - p.source)]);
     }
-    const std::vector<std::size_t> fresh = plan_new_chunks(left, g.rounded);
+    const bool regrowth = g.vacancy.vacant == nullptr && g.tail != nullptr &&
+                          g.rounded >= heap::kRegrowthMinRequest &&
+                          g.tail->size * heap::kRegrowthTailShare >= g.rounded;
+    const std::vector<std::size_t> fresh = plan_new_chunks(left, g.rounded, regrowth);
     g.fresh_count = fresh.size();
     g.sizes.insert(g.sizes.end(), fresh.begin(), fresh.end());
     g.total = 0;
@@ -419,12 +419,14 @@ Heap::Block* Heap::link_growth_block_locked(Growth& g, Segment* seg) {
   return nb;
 }
 
-std::vector<std::size_t> Heap::plan_new_chunks(std::size_t bytes, std::size_t request) const {
+std::vector<std::size_t> Heap::plan_new_chunks(std::size_t bytes, std::size_t request,
+                                               bool regrowth) const {
   std::vector<std::size_t> sizes;
   std::size_t left = align_up(bytes, granularity_);
   const std::vector<std::size_t>& classes = context_.pool().chunk_classes();
   const std::size_t largest =
-      std::min(heap::kMaxNewChunk, std::bit_floor(request / heap::kChunksPerRequest));
+      regrowth ? classes.back()
+               : std::min(heap::kMaxNewChunk, std::bit_floor(request / heap::kChunksPerRequest));
   for (auto it = classes.rbegin(); it != classes.rend() && left > 0; ++it) {
     if (*it > largest && *it != classes.front()) continue;
     while (left >= *it) {

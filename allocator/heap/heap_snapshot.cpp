@@ -15,10 +15,13 @@ namespace vmm {
 
 AllocatorStats Heap::stats() const {
   AllocatorStats s;
-  s.allocated_bytes = allocated_.load();
-  s.peak_allocated_bytes = peak_allocated_.load();
-  s.requested_bytes = requested_.load();
-  s.peak_requested_bytes = peak_requested_.load();
+  const heap::UsageCounters::Totals usage = current_usage();
+  s.allocated_bytes = static_cast<std::size_t>(usage.allocated);
+  s.requested_bytes = static_cast<std::size_t>(usage.requested);
+  // A peak is never below the present (with several threads the counted
+  // peak may lag the sum: usage_counters.hpp).
+  s.peak_allocated_bytes = std::max(usage_.peak_allocated(), s.allocated_bytes);
+  s.peak_requested_bytes = std::max(usage_.peak_requested(), s.requested_bytes);
   // Shards first, caches second: a free counted here had its allocation
   // counted before it (in the same shard, or as a cache hit read below).
   for (PtrShard& sh : ptrs_) {
@@ -50,8 +53,7 @@ AllocatorStats Heap::stats() const {
 }
 
 void Heap::reset_peak_stats() {
-  peak_allocated_.store(allocated_.load());
-  peak_requested_.store(requested_.load());
+  usage_.reset_peaks(current_usage());
   std::lock_guard lock(mutex_);
   const Reclaimer::Accounting a = context_.reclaimer().accounting();
   peak_reserved_ = mapped_bytes_ + a.pool.cached_bytes + a.reclaimer.pending_bytes;

@@ -25,6 +25,7 @@
 
 #include "allocator/base/spin_lock.hpp"
 #include "allocator/heap/block.hpp"
+#include "allocator/heap/usage_counters.hpp"
 
 namespace vmm::heap {
 
@@ -43,7 +44,10 @@ struct alignas(64) ThreadCache {
   std::size_t slots_used = 0;
   std::size_t blocks = 0;
   std::uint64_t hits = 0;  // allocations served (for the allocation count)
-  bool detached = false;   // handed back: its thread exited or its heap is gone
+  // This thread's unpublished bytes allocated/requested (the heap's
+  // UsageCounters): written by the owner only, without `lock`.
+  UsageCounters::Local usage;
+  bool detached = false;  // handed back: its thread exited or its heap is gone
 
   // Everything below: `lock` held.
   List* find(Stream stream, std::size_t size) noexcept;
@@ -102,6 +106,8 @@ class ThreadCaches {
 
   // Allocations served from caches (handed back ones included).
   std::uint64_t hits() const;
+  // The sum of the listed caches' unpublished usage deltas.
+  UsageCounters::Totals unpublished_usage() const;
   // The trim clock: one tick per background trim. Returns the new tick.
   std::uint32_t advance_clock() noexcept {
     return clock_.fetch_add(1, std::memory_order_relaxed) + 1;
