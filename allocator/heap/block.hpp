@@ -89,12 +89,4 @@ struct BySize {
 };
 using SizeSet = std::set<Block*, BySize>;
 
-// Blocks in address order: what the heap keeps in ordered maps keyed by
-// block, so the order it stitches, carves and unmaps in follows the
-// addresses, not where the Block objects happen to sit in host memory
-// (with pointer order, replaying one trace twice could map differently).
-struct ByAddress {
-  bool operator()(const Block* a, const Block* b) const noexcept { return a->addr < b->addr; }
-};
-
 }  // namespace vmm::heap

@@ -45,11 +45,12 @@ struct Heap::Growth {
   // with the fences guarding their old addresses, then chunk sizes from
   // the pool's cache and new ones (`fresh_count` of them). `free` and
   // `counts`: the candidates (the free chunks, the pool's cached chunks
-  // per class). Blocks are visited in address order (heap::ByAddress).
+  // per class). Keyed by Block*, not by address: carving a block moves its
+  // address while the maps are in use, which would break an order by it.
   std::vector<FreeChunk> free;
   std::vector<std::size_t> counts;
-  std::map<Block*, std::vector<std::uintptr_t>, heap::ByAddress> by_block;
-  std::map<Block*, std::vector<Fence>, heap::ByAddress> fences;
+  std::map<Block*, std::vector<std::uintptr_t>> by_block;
+  std::map<Block*, std::vector<Fence>> fences;
   std::vector<std::size_t> sizes;
   std::size_t fresh_count = 0;
   bool owned = false;  // some stitched memory is still ordered on `stream`

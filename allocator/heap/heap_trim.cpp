@@ -97,7 +97,7 @@ Heap::Block* Heap::wait_for_fenced_free_locked(std::unique_lock<std::mutex>& loc
 
 std::size_t Heap::release_free_chunks_locked(bool complete_only, std::size_t budget) {
   const std::vector<FreeChunk> chunks = free_chunks_locked(0, nullptr, false);
-  std::map<Block*, std::vector<std::uintptr_t>, heap::ByAddress> by_block;
+  std::map<Block*, std::vector<std::uintptr_t>> by_block;
   for (const FreeChunk& fc : chunks) {
     by_block[fc.block].push_back(fc.block->segment->chunks[fc.index].va);
   }
