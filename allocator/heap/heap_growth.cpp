@@ -343,7 +343,7 @@ std::vector<Heap::Segment*> Heap::detach_stitched_locked(Growth& g) {
     carve_locked(b, idx, &dead);
     for (PendingAliases& r : dead) {
       for (Mapping& m : r.aliases) m.alias = true;
-      r.fences = g.fences[b];
+      r.fences = g.fences.at(b);  // every stitched block has its entry (plan_stitch)
       pending_aliases_.emplace(r.placeholder, std::move(r));
     }
   }
