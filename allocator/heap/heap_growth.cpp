@@ -339,11 +339,14 @@ std::vector<Heap::Segment*> Heap::detach_stitched_locked(Growth& g) {
   std::vector<Segment*> sources;
   for (auto& [b, idx] : g.by_block) {
     sources.push_back(b->segment);
+    // Taken before carving, which may change or delete `b`; every stitched
+    // block has its entry (fence_stitch_locked).
+    const std::vector<Fence> fences = g.fences.at(b);
     std::vector<PendingAliases> dead;
     carve_locked(b, idx, &dead);
     for (PendingAliases& r : dead) {
       for (Mapping& m : r.aliases) m.alias = true;
-      r.fences = g.fences.at(b);  // every stitched block has its entry (plan_stitch)
+      r.fences = fences;
       pending_aliases_.emplace(r.placeholder, std::move(r));
     }
   }

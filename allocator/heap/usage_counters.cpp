@@ -14,8 +14,12 @@ void raise_max(std::atomic<std::int64_t>& peak, std::int64_t value) noexcept {
   }
 }
 
-bool past_limit(std::int64_t delta) noexcept {
-  return delta >= UsageCounters::kPublishBytes || delta <= -UsageCounters::kPublishBytes;
+// A delta is moved into the totals once it reaches kPublishBytes, or as soon
+// as it would go below zero (this thread frees more than it allocated: blocks
+// another thread allocated). With no delta below zero, the totals plus one
+// thread's delta never exceed the real total, so no peak is counted high.
+bool must_publish(std::int64_t delta) noexcept {
+  return delta >= UsageCounters::kPublishBytes || delta < 0;
 }
 
 }  // namespace
@@ -28,11 +32,14 @@ void UsageCounters::add(Local* local, std::int64_t allocated, std::int64_t reque
   } else {
     const std::int64_t da = local->allocated.load(kRelaxed) + allocated;
     const std::int64_t dr = local->requested.load(kRelaxed) + requested;
-    if (past_limit(da) || past_limit(dr)) {
+    if (must_publish(da) || must_publish(dr)) {
+      // The deltas are cleared before the totals take them, with release:
+      // a reader that sees the new totals (acquire) sees the cleared deltas,
+      // so nothing is counted twice.
       local->allocated.store(0, kRelaxed);
       local->requested.store(0, kRelaxed);
-      seen.allocated = allocated_.fetch_add(da, kRelaxed) + da;
-      seen.requested = requested_.fetch_add(dr, kRelaxed) + dr;
+      seen.allocated = allocated_.fetch_add(da, std::memory_order_release) + da;
+      seen.requested = requested_.fetch_add(dr, std::memory_order_release) + dr;
     } else {
       local->allocated.store(da, kRelaxed);
       local->requested.store(dr, kRelaxed);
@@ -46,12 +53,13 @@ void UsageCounters::add(Local* local, std::int64_t allocated, std::int64_t reque
 void UsageCounters::publish(Local& local) noexcept {
   const std::int64_t da = local.allocated.exchange(0, kRelaxed);
   const std::int64_t dr = local.requested.exchange(0, kRelaxed);
-  allocated_.fetch_add(da, kRelaxed);
-  requested_.fetch_add(dr, kRelaxed);
+  allocated_.fetch_add(da, std::memory_order_release);  // see add()
+  requested_.fetch_add(dr, std::memory_order_release);
 }
 
 UsageCounters::Totals UsageCounters::published() const noexcept {
-  return {allocated_.load(kRelaxed), requested_.load(kRelaxed)};
+  // Acquire: the deltas read after this are at least as new (see add()).
+  return {allocated_.load(std::memory_order_acquire), requested_.load(std::memory_order_acquire)};
 }
 
 void UsageCounters::raise(const Totals& seen, bool allocated_rose, bool requested_rose) noexcept {

@@ -2,7 +2,8 @@
 // counted without a shared write on the hot path.
 //
 // Each thread keeps its own deltas (a Local, in its thread cache) and moves
-// them into the shared totals only when one passes kPublishBytes either way,
+// them into the shared totals when one reaches kPublishBytes, as soon as one
+// would go below zero (the thread frees blocks another thread allocated),
 // and when the thread's cache is handed back. A thread that allocates and
 // frees from its cache therefore writes only its own cache line; the shared
 // totals and peaks are read there, and written only when a peak rises. (With
@@ -16,11 +17,10 @@
 //   - the peaks, for one thread: it raises them with the totals plus its own
 //     deltas, which is then the whole.
 //   - with several threads, each raises the peaks with what it sees (the
-//     totals plus its own deltas), so a peak reached by several threads'
-//     unpublished deltas at once is counted short by at most kPublishBytes
-//     per other thread. Never counted high: a sum of deltas read from other
-//     threads at different instants could exceed every real total, so it
-//     never raises a peak.
+//     totals plus its own delta). No delta is below zero, so that is never
+//     more than the real total: no peak is counted high. A peak reached by
+//     several threads' unpublished deltas at once is counted short by at most
+//     kPublishBytes per other thread.
 #pragma once
 
 #include <atomic>

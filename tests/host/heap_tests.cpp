@@ -396,6 +396,11 @@ TEST_CASE("thread caches: a block freed on another thread is reused by its alloc
   CHECK(after.allocations == before.allocations + 1);
   CHECK(after.active_blocks == 1);
   CHECK(after.allocated_bytes == 6 * MiB);
+  // One 6 MiB block was ever live at a time: the peaks say so, although this
+  // thread allocated it twice and the other thread freed it (per-thread
+  // usage deltas must not add up to a peak that never was).
+  CHECK(after.peak_allocated_bytes == 6 * MiB);
+  CHECK(after.peak_requested_bytes == 6 * MiB);
   {
     std::lock_guard lock(m);
     phase = 2;
