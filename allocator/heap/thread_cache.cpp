@@ -5,6 +5,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "allocator/base/fork_guard.hpp"
+
 namespace vmm::heap {
 
 namespace {
@@ -118,6 +120,10 @@ ExitingThread::~ExitingThread() {
   t_exiting = true;
   t_last_id = 0;
   t_last = nullptr;
+  // The thread that called exit() in a forked child: another thread of the
+  // parent may have held LiveHeaps' or a heap's lock at the fork, and none
+  // is ever released here. The caches go with the process (fork_guard.hpp).
+  if (in_forked_child()) return;
   LiveHeaps& r = LiveHeaps::get();
   std::lock_guard lock(r.mutex);
   for (auto& [id, tc] : caches) {

@@ -57,7 +57,12 @@ ProcessState& process_state() {
 // reverse order of registration, and ours is registered after the backend
 // initialised the driver): the reclaimer threads stop, so none queries a
 // driver that is going away. Pending reclaims are left to the OS.
+//
+// In a forked child it does nothing: a thread of the parent may have held
+// the process state's lock (or a reclaimer's) at the fork, and nothing in
+// the child would ever release it (fork_guard.hpp).
 void stop_reclaimers_at_exit() {
+  if (in_forked_child()) return;
   ProcessState& st = process_state();
   std::lock_guard lock(st.mutex);
   for (auto& [device, ctx] : st.contexts) ctx->reclaimer().stop_background_thread();
@@ -94,11 +99,11 @@ DeviceContext& device_context(int device) {
   if (device < 0) device = default_backend_current_device(*st.config);
   auto it = st.contexts.find(device);
   if (it != st.contexts.end()) return *it->second;
+  // Before the first context's threads and locks exist: a child forked from
+  // now on cannot use this state, and its exit handlers leave it alone.
+  if (st.contexts.empty()) install_fork_guard();
   auto* ctx = new DeviceContext(make_default_backend(*st.config, device), *st.config);
-  if (st.contexts.empty()) {
-    std::atexit(stop_reclaimers_at_exit);
-    install_fork_guard();  // a child forked from now on cannot use this state
-  }
+  if (st.contexts.empty()) std::atexit(stop_reclaimers_at_exit);
   st.contexts.emplace(device, ctx);
   log(LogLevel::info, "device %d: %s backend ready", device, ctx->backend().name());
   return *ctx;
