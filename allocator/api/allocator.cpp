@@ -83,6 +83,35 @@ void Allocator::release_stream_everywhere(Stream stream) {
   }
 }
 
+namespace {
+void add_report(SleepReport& total, const SleepReport& r) {
+  total.live_bytes += r.live_bytes;
+  total.copied_bytes += r.copied_bytes;
+  total.device_bytes += r.device_bytes;
+  total.pinned_bytes += r.pinned_bytes;
+  total.tags_changed += r.tags_changed;
+  total.copy_seconds += r.copy_seconds;
+}
+}  // namespace
+
+SleepReport Allocator::sleep_everywhere(std::span<const TagId> tags, SleepMode mode) {
+  SleepReport total;
+  for (auto& slot : registry().by_device) {
+    if (Allocator* a = slot.load(std::memory_order_acquire)) add_report(total, a->sleep(tags, mode));
+  }
+  return total;
+}
+
+SleepReport Allocator::wake_everywhere(std::span<const TagId> tags, bool keep_host) {
+  SleepReport total;
+  for (auto& slot : registry().by_device) {
+    if (Allocator* a = slot.load(std::memory_order_acquire)) {
+      add_report(total, a->wake(tags, keep_host));
+    }
+  }
+  return total;
+}
+
 Allocator::Allocator(DeviceContext& context) : heap_(std::make_unique<Heap>(context)) {
   inspect::add_heap(*heap_);  // snapshots see it from now on
 }
@@ -143,6 +172,16 @@ PoolId Allocator::create_pool() { return heap_->create_pool(); }
 void Allocator::begin_pool(PoolId pool, Stream stream) { heap_->begin_pool(pool, stream); }
 void Allocator::end_pool(PoolId pool) { heap_->end_pool(pool); }
 void Allocator::release_pool(PoolId pool) { heap_->release_pool(pool); }
+
+// Sleep and wake: the heap does the work (allocator/heap/heap_sleep.cpp).
+SleepReport Allocator::sleep(std::span<const TagId> tags, SleepMode mode) {
+  return heap_->sleep(tags, mode);
+}
+SleepReport Allocator::wake(std::span<const TagId> tags, bool keep_host) {
+  return heap_->wake(tags, keep_host);
+}
+bool Allocator::asleep(TagId tag) const { return heap_->asleep(tag); }
+void Allocator::tag_pool(PoolId pool, TagId tag) { heap_->tag_pool(pool, tag); }
 
 AllocatorStats Allocator::stats() const { return heap_->stats(); }
 void Allocator::reset_peak_stats() { heap_->reset_peak_stats(); }

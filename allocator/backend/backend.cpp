@@ -1,5 +1,10 @@
-// Names of the backend call kinds, for messages, fault injection and counters.
+// Names of the backend call kinds, for messages, fault injection and
+// counters; the defaults of Backend's optional calls.
 #include "allocator/backend/backend.hpp"
+
+#include <string>
+
+#include "vmmalloc/errors.hpp"
 
 namespace vmm {
 
@@ -31,10 +36,20 @@ const char* backend_call_name(BackendCall call) noexcept {
       return "export_handle";
     case BackendCall::import_handle:
       return "import_handle";
+    case BackendCall::alloc_pinned:
+      return "alloc_pinned";
+    case BackendCall::create_stream:
+      return "create_stream";
+    case BackendCall::copy:
+      return "copy";
     case BackendCall::count_:
       break;
   }
   return "unknown";
+}
+
+void Backend::synchronize_device() {
+  throw NotSupportedError(std::string(name()) + " backend: no device-wide synchronize");
 }
 
 }  // namespace vmm

@@ -4,7 +4,9 @@
 // reserve/free virtual address ranges, create/release physical handles,
 // map/unmap handles into reserved ranges, set access (for the device and its
 // peers), export/import handles as POSIX file descriptors (IPC), and fences
-// (an event recorded on a stream; query it; wait on that one fence only).
+// (an event recorded on a stream; query it; wait on that one fence only),
+// and the transfers that sleep and wake make (pinned host memory, copy
+// streams, asynchronous copies: allocator/vm/transfer.hpp).
 //
 // Implementations:
 //   CudaBackend         - the driver API, loaded at run time (cuda_backend.hpp)
@@ -39,6 +41,7 @@ struct LiveObjects {
   std::size_t reservations = 0;
   std::size_t reserved_bytes = 0;
   std::size_t mapped_bytes = 0;
+  std::size_t pinned_bytes = 0;  // page-locked host memory (alloc_pinned)
   friend bool operator==(const LiveObjects&, const LiveObjects&) = default;
 };
 
@@ -62,6 +65,9 @@ enum class BackendCall : int {
   can_access_peer,
   export_handle,
   import_handle,
+  alloc_pinned,
+  create_stream,
+  copy,
   count_  // number of kinds
 };
 inline constexpr int kBackendCallKinds = static_cast<int>(BackendCall::count_);
@@ -148,6 +154,34 @@ class Backend {
   // be recorded (and queried) on such a stream: that would end the capture.
   // Never waits. Throws DriverError.
   virtual bool stream_capturing(Stream /*stream*/) { return false; }
+
+  // Whether `stream` is a stream work can be queued on (0 always is): false
+  // for a handle never created or already destroyed, as far as the driver
+  // can tell. Asked only after a fence could not be recorded on a stream.
+  // Never waits. Throws DriverError when the driver cannot say.
+  virtual bool stream_exists(Stream /*stream*/) { return true; }
+  // Blocks until all work queued so far on every stream of the device has
+  // completed (cuCtxSynchronize): what stands in for a fence on a handle that
+  // is no stream (StreamUse), so the memory freed on it is reused, never
+  // lost. Throws DriverError; NotSupportedError where the backend cannot.
+  virtual void synchronize_device();
+
+  // --- Transfers (sleep and wake: allocator/vm/transfer.hpp) -------------
+  // Page-locked host memory of `bytes` that the device copies to and from at
+  // link speed (cuMemHostAlloc, portable). Throws DriverError
+  // (DeviceOutOfMemoryError when the host cannot pin that much).
+  virtual void* alloc_pinned(std::size_t bytes) = 0;
+  // Frees memory from alloc_pinned(). Never throws.
+  virtual void free_pinned(void* ptr, std::size_t bytes) noexcept = 0;
+  // A stream of the backend's own, which synchronizes with no other stream
+  // (CU_STREAM_NON_BLOCKING). Throws DriverError.
+  virtual Stream create_copy_stream() = 0;
+  virtual void destroy_copy_stream(Stream stream) noexcept = 0;
+  // Queues a copy of `bytes` from `src` to `dst` on `stream`: each is a
+  // mapped device address of this backend or pinned host memory from
+  // alloc_pinned(). Returns at once; a fence recorded after it on `stream`
+  // completes when the copy has. Throws DriverError.
+  virtual void copy(void* dst, const void* src, std::size_t bytes, Stream stream) = 0;
 };
 
 }  // namespace vmm

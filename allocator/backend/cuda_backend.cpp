@@ -325,6 +325,21 @@ bool CudaBackend::stream_capturing(Stream stream) {
   return status != CU_STREAM_CAPTURE_STATUS_NONE;
 }
 
+bool CudaBackend::stream_exists(Stream stream) {
+  CurrentContext scope(*this);
+  CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
+  const CUresult rc = driver_.StreamIsCapturing(stream, &status);
+  if (rc == CUDA_ERROR_INVALID_HANDLE) return false;
+  check(rc, "cuStreamIsCapturing");
+  return true;
+}
+
+void CudaBackend::synchronize_device() {
+  CurrentContext scope(*this);
+  RelaxedCapture relaxed(*this);
+  check(driver_.CtxSynchronize(), "cuCtxSynchronize");
+}
+
 FenceHandle CudaBackend::record_fence(Stream stream) {
   CurrentContext scope(*this);
   RelaxedCapture relaxed(*this);
@@ -386,6 +401,50 @@ void CudaBackend::prepare_background_thread() {
   CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
   check(driver_.ThreadExchangeStreamCaptureMode(&mode), "cuThreadExchangeStreamCaptureMode");
   t_relaxed_for_good = true;
+}
+
+// Transfers: pinned memory, copy streams, copies. These make no VMM call
+// and need no relaxed capture mode: sleep and wake refuse to run while a
+// stream that used the memory is capturing, and copy streams are never
+// captured.
+void* CudaBackend::alloc_pinned(std::size_t bytes) {
+  CurrentContext scope(*this);
+  void* p = nullptr;
+  check(driver_.MemHostAlloc(&p, bytes, CU_MEMHOSTALLOC_PORTABLE), "cuMemHostAlloc");
+  std::lock_guard lock(objects_mutex_);
+  live_.pinned_bytes += bytes;
+  return p;
+}
+
+void CudaBackend::free_pinned(void* ptr, std::size_t bytes) noexcept {
+  if (ptr == nullptr) return;
+  const CUresult rc = driver_.MemFreeHost(ptr);
+  if (rc != CUDA_SUCCESS && rc != CUDA_ERROR_DEINITIALIZED) {
+    log(LogLevel::warn, "cuda backend: cuMemFreeHost failed: %s", cuda::error_name(rc));
+  }
+  std::lock_guard lock(objects_mutex_);
+  live_.pinned_bytes -= bytes;
+}
+
+Stream CudaBackend::create_copy_stream() {
+  CurrentContext scope(*this);
+  CUstream stream = nullptr;
+  check(driver_.StreamCreate(&stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+  return stream;
+}
+
+void CudaBackend::destroy_copy_stream(Stream stream) noexcept {
+  const CUresult rc = driver_.StreamDestroy(stream);
+  if (rc != CUDA_SUCCESS && rc != CUDA_ERROR_DEINITIALIZED) {
+    log(LogLevel::warn, "cuda backend: cuStreamDestroy failed: %s", cuda::error_name(rc));
+  }
+}
+
+void CudaBackend::copy(void* dst, const void* src, std::size_t bytes, Stream stream) {
+  CurrentContext scope(*this);
+  check(driver_.MemcpyAsync(reinterpret_cast<CUdeviceptr>(dst), reinterpret_cast<CUdeviceptr>(src),
+                            bytes, stream),
+        "cuMemcpyAsync");
 }
 
 }  // namespace vmm

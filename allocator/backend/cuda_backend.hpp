@@ -98,6 +98,20 @@ class CudaBackend final : public Backend {
   // cuStreamIsCapturing: true for CU_STREAM_CAPTURE_STATUS_ACTIVE (and for
   // an invalidated capture, which has not ended yet).
   bool stream_capturing(Stream stream) override;
+  // cuStreamIsCapturing answering CUDA_ERROR_INVALID_HANDLE: not a stream.
+  bool stream_exists(Stream stream) override;
+  // cuCtxSynchronize on this device's context (fails while a stream of the
+  // context is being captured; the caller then tries again later).
+  void synchronize_device() override;
+
+  // cuMemHostAlloc(CU_MEMHOSTALLOC_PORTABLE) / cuMemFreeHost.
+  void* alloc_pinned(std::size_t bytes) override;
+  void free_pinned(void* ptr, std::size_t bytes) noexcept override;
+  // cuStreamCreate(CU_STREAM_NON_BLOCKING) / cuStreamDestroy.
+  Stream create_copy_stream() override;
+  void destroy_copy_stream(Stream stream) noexcept override;
+  // cuMemcpyAsync (unified addressing: device VA and pinned host alike).
+  void copy(void* dst, const void* src, std::size_t bytes, Stream stream) override;
 
   // Whether new handles are exportable as POSIX file descriptors.
   bool exportable_handles() const noexcept { return exportable_.load(std::memory_order_relaxed); }

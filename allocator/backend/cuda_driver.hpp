@@ -49,6 +49,7 @@ namespace vmm::cuda {
   X(CtxGetCurrent, 4000, true)                    \
   X(CtxSetCurrent, 4000, true)                    \
   X(CtxGetDevice, 2000, true)                     \
+  X(CtxSynchronize, 2000, true)                   \
   X(MemGetInfo, 3020, true)                       \
   X(MemGetAllocationGranularity, 10020, true)     \
   X(MemAddressReserve, 10020, true)               \
@@ -67,6 +68,11 @@ namespace vmm::cuda {
   X(EventDestroy, 4000, true)                     \
   X(ThreadExchangeStreamCaptureMode, 10010, true) \
   X(StreamIsCapturing, 10000, true)               \
+  X(StreamCreate, 2000, true)                     \
+  X(StreamDestroy, 4000, true)                    \
+  X(MemcpyAsync, 4000, true)                      \
+  X(MemHostAlloc, 2020, true)                     \
+  X(MemFreeHost, 2000, true)                      \
   X(StreamGetCaptureInfo, 12030, false)
 
 struct Driver {

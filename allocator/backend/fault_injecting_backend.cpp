@@ -44,6 +44,12 @@ const char* driver_function(BackendCall kind) noexcept {
       return "cuMemExportToShareableHandle";
     case BackendCall::import_handle:
       return "cuMemImportFromShareableHandle";
+    case BackendCall::alloc_pinned:
+      return "cuMemHostAlloc";
+    case BackendCall::create_stream:
+      return "cuStreamCreate";
+    case BackendCall::copy:
+      return "cuMemcpyAsync";
     case BackendCall::count_:
       break;
   }
@@ -180,6 +186,21 @@ bool FaultInjectingBackend::fence_completed(FenceHandle fence) {
 void FaultInjectingBackend::wait_fence(FenceHandle fence) {
   enter(BackendCall::wait_fence);
   ForwardingBackend::wait_fence(fence);
+}
+
+void* FaultInjectingBackend::alloc_pinned(std::size_t bytes) {
+  enter(BackendCall::alloc_pinned);
+  return ForwardingBackend::alloc_pinned(bytes);
+}
+
+Stream FaultInjectingBackend::create_copy_stream() {
+  enter(BackendCall::create_stream);
+  return ForwardingBackend::create_copy_stream();
+}
+
+void FaultInjectingBackend::copy(void* dst, const void* src, std::size_t bytes, Stream stream) {
+  enter(BackendCall::copy);
+  ForwardingBackend::copy(dst, src, bytes, stream);
 }
 
 }  // namespace vmm

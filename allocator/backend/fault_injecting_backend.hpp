@@ -61,7 +61,8 @@ class FaultInjectingBackend final : public ForwardingBackend {
   // --- Backend: the calls that have a BackendCall kind --------------------
   // The rest (name, device, device_count, granularity, memory_info,
   // live_objects, destroy_fence, prepare_background_thread,
-  // stream_capturing) are ForwardingBackend's: forwarded, never counted.
+  // stream_capturing, free_pinned, destroy_copy_stream) are
+  // ForwardingBackend's: forwarded, never counted.
   std::uintptr_t reserve(std::size_t bytes, std::size_t alignment) override;
   void free_va(std::uintptr_t base, std::size_t bytes) override;
   PhysicalHandle create(std::size_t bytes) override;
@@ -76,6 +77,9 @@ class FaultInjectingBackend final : public ForwardingBackend {
   FenceHandle record_fence(Stream stream) override;
   bool fence_completed(FenceHandle fence) override;
   void wait_fence(FenceHandle fence) override;
+  void* alloc_pinned(std::size_t bytes) override;
+  Stream create_copy_stream() override;
+  void copy(void* dst, const void* src, std::size_t bytes, Stream stream) override;
 
  private:
   struct Slot {

@@ -59,6 +59,17 @@ class ForwardingBackend : public Backend {
   void destroy_fence(FenceHandle fence) noexcept override { inner_.destroy_fence(fence); }
   void prepare_background_thread() override { inner_.prepare_background_thread(); }
   bool stream_capturing(Stream stream) override { return inner_.stream_capturing(stream); }
+  bool stream_exists(Stream stream) override { return inner_.stream_exists(stream); }
+  void synchronize_device() override { inner_.synchronize_device(); }
+  void* alloc_pinned(std::size_t bytes) override { return inner_.alloc_pinned(bytes); }
+  void free_pinned(void* ptr, std::size_t bytes) noexcept override {
+    inner_.free_pinned(ptr, bytes);
+  }
+  Stream create_copy_stream() override { return inner_.create_copy_stream(); }
+  void destroy_copy_stream(Stream stream) noexcept override { inner_.destroy_copy_stream(stream); }
+  void copy(void* dst, const void* src, std::size_t bytes, Stream stream) override {
+    inner_.copy(dst, src, bytes, stream);
+  }
 
  private:
   Backend& inner_;

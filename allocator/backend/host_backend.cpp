@@ -76,6 +76,14 @@ std::string range_text(std::uintptr_t va, std::size_t bytes) {
 // Access is recorded as a 64-bit mask per mapping.
 constexpr int kMaxHostDevices = 64;
 
+// The seals of every memfd create() makes, checked by import_handle().
+constexpr int kHandleSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+// Seals that would make a mapping read-only: refused on import.
+#ifdef F_SEAL_FUTURE_WRITE
+constexpr int kWriteSeals = F_SEAL_WRITE | F_SEAL_FUTURE_WRITE;
+#else
+constexpr int kWriteSeals = F_SEAL_WRITE;
+#endif
 constexpr int kReservedProt = PROT_NONE;
 constexpr int kReservedFlags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
 
@@ -214,12 +222,19 @@ PhysicalHandle HostBackend::create(std::size_t bytes) {
                                      std::to_string(options_.device_memory - created_bytes_) +
                                      " of " + std::to_string(options_.device_memory) + " free)");
   }
-  const int fd = ::memfd_create("vmmalloc-host-handle", MFD_CLOEXEC);
+  // Sealed at its size: no process it is exported to can shrink it under
+  // another's mapping (a SIGBUS there) or grow it; importers check the seals.
+  const int fd = ::memfd_create("vmmalloc-host-handle", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) system_failed(BackendCall::create, "memfd_create", errno);
   if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
     const int err = errno;
     ::close(fd);
     system_failed(BackendCall::create, "ftruncate", err);
+  }
+  if (::fcntl(fd, F_ADD_SEALS, kHandleSeals) != 0) {
+    const int err = errno;
+    ::close(fd);
+    system_failed(BackendCall::create, "fcntl(F_ADD_SEALS)", err);
   }
   const std::uint64_t value = next_handle_++;
   handles_.emplace(value, Handle{fd, bytes, 0, false, false});
@@ -415,12 +430,24 @@ PhysicalHandle HostBackend::import_handle(int fd, std::size_t bytes) {
     invalid(BackendCall::import_handle,
             "descriptor " + std::to_string(fd) + " is not open (" + std::strerror(errno) + ")");
   }
-  if (!S_ISREG(st.st_mode) || static_cast<std::size_t>(st.st_size) != bytes) {
-    invalid(BackendCall::import_handle,
-            "descriptor " + std::to_string(fd) + " is not an exported handle of " +
-                std::to_string(bytes) + " bytes (" +
-                (S_ISREG(st.st_mode) ? std::to_string(st.st_size) + " bytes" : "not a memfd") +
-                ")");
+  // Only a memfd made by create() is mapped: sealed so that it keeps its
+  // size (only memfds carry these seals), of exactly `bytes`, writable. A
+  // file that could shrink would kill this process with SIGBUS.
+  const int seals = S_ISREG(st.st_mode) ? ::fcntl(fd, F_GET_SEALS) : -1;
+  std::string wrong;
+  if (!S_ISREG(st.st_mode)) {
+    wrong = "not a memfd";
+  } else if (seals < 0 || (seals & kHandleSeals) != kHandleSeals) {
+    wrong = "not sealed against shrinking and growing: not a memfd made by vmmalloc";
+  } else if ((seals & kWriteSeals) != 0) {
+    wrong = "sealed against writing";
+  } else if (static_cast<std::size_t>(st.st_size) != bytes) {
+    wrong = std::to_string(st.st_size) + " bytes";
+  }
+  if (!wrong.empty()) {
+    invalid(BackendCall::import_handle, "descriptor " + std::to_string(fd) +
+                                            " is not an exported handle of " +
+                                            std::to_string(bytes) + " bytes (" + wrong + ")");
   }
   const int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (own < 0) system_failed(BackendCall::import_handle, "fcntl(F_DUPFD_CLOEXEC)", errno);
@@ -511,6 +538,7 @@ LiveObjects HostBackend::live_objects() const {
   out.reservations = reservations_.size();
   for (const auto& [base, bytes] : reservations_) out.reserved_bytes += bytes;
   out.mapped_bytes = mapped_bytes_;
+  out.pinned_bytes = pinned_bytes_;
   return out;
 }
 

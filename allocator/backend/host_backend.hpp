@@ -5,7 +5,8 @@
 //
 //   reserve     mmap(PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE),
 //               over-allocated and trimmed to the requested alignment
-//   create      memfd_create + ftruncate (pages materialise on first touch),
+//   create      memfd_create + ftruncate, sealed at that size (F_SEAL_SHRINK,
+//               F_SEAL_GROW, F_SEAL_SEAL; pages materialise on first touch),
 //               against a simulated device capacity (Options::device_memory)
 //   map         mmap(MAP_SHARED|MAP_FIXED) of the memfd, PROT_NONE: like
 //               cuMemMap, mapping grants no access yet
@@ -15,7 +16,9 @@
 //               memory, so every one can reach every other, except those
 //               listed in Options::unreachable_peers
 //   export      a dup of the handle's memfd (sendable with SCM_RIGHTS)
-//   import      a dup of the received memfd, checked to be `bytes` long
+//   import      a dup of the received memfd, checked to carry those seals
+//               and to be `bytes` long (anything else could shrink under
+//               the mapping: SIGBUS)
 //   unmap       the range becomes PROT_NONE anonymous memory again: the VA
 //               stays reserved and a use-after-unmap faults (SIGSEGV)
 //   streams     a host stream is a worker thread running queued host work in
@@ -96,6 +99,11 @@ class HostStreams {
   void synchronize(Stream stream);
   // Streams made by create() and not destroyed (the default stream excluded).
   std::size_t live_streams() const;
+  // Whether `stream` is 0 or made by create() and not destroyed.
+  bool exists(Stream stream) const;
+  // Waits until the work queued so far on every stream has run (errors stay
+  // for synchronize() to report). A stream's own worker skips its stream.
+  void synchronize_all();
 
   // The stream object, for fences. Throws InvalidArgumentError.
   std::shared_ptr<HostStream> find(Stream stream);
@@ -179,7 +187,8 @@ class HostBackend final : public Backend {
   // released handle is a DriverError (EINVAL).
   int export_handle(PhysicalHandle handle) override;
   // Keeps a duplicate of `fd`, which must be a memfd of exactly `bytes`
-  // (DriverError, EINVAL, otherwise). Imported bytes count in
+  // sealed as create() seals it, and not against writing (DriverError,
+  // EINVAL, otherwise: nothing is kept). Imported bytes count in
   // live_objects() but not against Options::device_memory: the memory
   // belongs to the exporter's device.
   PhysicalHandle import_handle(int fd, std::size_t bytes) override;
@@ -193,6 +202,22 @@ class HostBackend final : public Backend {
   void destroy_fence(FenceHandle fence) noexcept override;
   // Whether set_stream_capturing() marked `stream` as capturing.
   bool stream_capturing(Stream stream) override;
+  // 0 and the streams of create_stream() not yet destroyed.
+  bool stream_exists(Stream stream) override { return streams_->exists(stream); }
+  // Waits for every stream's work so far (HostStreams::synchronize_all).
+  void synchronize_device() override { streams_->synchronize_all(); }
+
+  // Transfers (host_transfer.cpp): pinned memory is plain host memory,
+  // copy streams are host streams, a copy is a memcpy queued on one. Each
+  // side of a copy must be mapped (every byte) or inside one pinned
+  // allocation when queued (DriverError, EINVAL, otherwise), and still be
+  // when the copy runs: a copy whose memory was unmapped meanwhile aborts
+  // the process, as a GPU's copy engine faults on unmapped memory.
+  void* alloc_pinned(std::size_t bytes) override;
+  void free_pinned(void* ptr, std::size_t bytes) noexcept override;
+  Stream create_copy_stream() override;
+  void destroy_copy_stream(Stream stream) noexcept override;
+  void copy(void* dst, const void* src, std::size_t bytes, Stream stream) override;
 
   // --- Simulated CUDA-graph capture (tests) --------------------------------
   // Marks `stream` as being captured (or no longer). While it is, recording
@@ -252,6 +277,9 @@ class HostBackend final : public Backend {
   void grant(std::uintptr_t va, std::size_t bytes, std::uint64_t mask);
   // A copy of the fence's state. Throws DriverError for an unknown fence.
   Fence fence_state(FenceHandle fence, BackendCall call) const;
+  // Whether [p, p+bytes) is mapped device memory or inside one pinned
+  // allocation. Takes the lock.
+  bool copyable(std::uintptr_t p, std::size_t bytes) const;
 
   const Options options_;
   const int device_count_;  // Options::device_count, 0 resolved
@@ -267,6 +295,8 @@ class HostBackend final : public Backend {
   std::size_t created_bytes_ = 0;   // handles made by create(), alive
   std::size_t imported_bytes_ = 0;  // handles made by import_handle(), alive
   std::size_t mapped_bytes_ = 0;
+  std::map<std::uintptr_t, std::size_t> pinned_;  // alloc_pinned: address -> bytes
+  std::size_t pinned_bytes_ = 0;
 
   mutable std::mutex fences_mutex_;
   std::unordered_map<Fence*, std::unique_ptr<Fence>> fences_;

@@ -79,6 +79,9 @@ struct Segment {
   std::vector<Mapping> chunks;             // mapped, sorted by va
   std::vector<Reclaimer::Ticket> tickets;  // unmaps of chunks detached from it
   Block* last = nullptr;                   // its highest block
+  // Its pool is asleep: `chunks` say where memory goes back on wake; their
+  // handles were released.
+  bool asleep = false;
 };
 
 // Free blocks in size order (then address order: best fit is deterministic).

@@ -46,6 +46,7 @@ Heap::~Heap() {
   try {
     std::lock_guard lock(mutex_);
     flush_cache_locked(/*detach=*/true);  // no thread uses a cache of this heap again
+    drop_sleep_state_locked();            // sleeping segments have nothing mapped
     for (auto& [pid, ps] : pools_) ps.growing.fill(nullptr);  // every segment goes
     // Every block, live or free, is released in its users' stream order;
     // aliases of dead placeholders after their own fences.
@@ -150,7 +151,8 @@ void* Heap::allocate(std::size_t bytes, Stream stream) {
                                " bytes is larger than any device memory");
   }
   const std::size_t rounded = round_request(bytes);
-  if (active_pools_.load(std::memory_order_acquire) == 0) {
+  // Capture pools and tags allocate into their own pools: slow path.
+  if (active_pools_.load(std::memory_order_acquire) == 0 && current_tag() == 0) {
     if (ThreadCache* tc = caches_.mine()) {
       Block* b = caches_.pop(*tc, stream, rounded);
       // Blocks freed by other threads sit in those threads' caches.
@@ -210,7 +212,8 @@ void Heap::deallocate(void* ptr, Stream stream, bool own_order) {
   free_locked(b);
   if (pool != 0) {
     auto it = pools_.find(pool);
-    if (it != pools_.end() && --it->second.live == 0 && it->second.released) {
+    if (it != pools_.end() && --it->second.live == 0 && it->second.released &&
+        !it->second.asleep) {
       migrate_pool_locked(pool);
     }
   }
@@ -263,7 +266,7 @@ void* Heap::allocate_slow(std::size_t bytes, std::size_t rounded, Stream stream)
   StreamUse::Round round(use_);                  // one completion query per stream
   const std::uint64_t entry_epoch = use_.now();  // fences recorded from here on are this call's
   use_.revive(stream);  // allocating on it: the handle is (again) a live stream
-  const PoolId pool = pool_for_locked(stream);
+  const PoolId pool = allocation_pool_locked(stream);
   const SizeKind kind = size_kind(rounded);
   // This thread's cache first (its blocks coalesce with their neighbours);
   // before any memory is mapped, also the lists of other threads' caches

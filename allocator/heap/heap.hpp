@@ -70,6 +70,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -84,7 +85,9 @@
 #include "allocator/heap/tuning.hpp"
 #include "allocator/record/snapshot_views.hpp"
 #include "allocator/vm/device_context.hpp"
+#include "allocator/vm/transfer.hpp"
 #include "vmmalloc/stats.hpp"
+#include "vmmalloc/tags.hpp"
 
 namespace vmm {
 
@@ -116,6 +119,22 @@ class Heap {
   void end_pool(PoolId pool);
   void release_pool(PoolId pool);
 
+  // Sleep and wake (heap_sleep.cpp, docs/sleep.md). A tag's memory is its
+  // own pool (made on the first allocation under the tag) plus the graph
+  // pools tagged with it. sleep() waits for the work queued on the streams
+  // that used that memory, copies live blocks to pinned host memory
+  // (offload), then unmaps and releases every chunk of the pools; the
+  // address ranges and blocks stay. wake() maps new chunks at the same
+  // addresses and copies the bytes back. Tags already asleep (awake) are
+  // skipped. On a throw nothing changed for the tag that failed (tags
+  // before it in the list stay done). Allocating under a sleeping tag
+  // throws InvalidArgumentError; frees and record_stream work as usual.
+  SleepReport sleep(std::span<const TagId> tags, SleepMode mode);
+  SleepReport wake(std::span<const TagId> tags, bool keep_host);
+  bool asleep(TagId tag) const;
+  // Tags graph pool `pool` (0 untags it): sleep(tag) then includes it.
+  void tag_pool(PoolId pool, TagId tag);
+
   AllocatorStats stats() const;
   // The heap's state for snapshots (heap_snapshot.cpp): counters, segments
   // with their chunks and, if `with_blocks`, every block. Takes the heap
@@ -141,6 +160,17 @@ class Heap {
     std::array<std::unordered_set<Block*>, kSizeKinds> vacant;  // vacant placeholders
     std::size_t live = 0;
     bool released = false;
+    TagId tag = 0;       // sleep(tag) includes this pool
+    bool graph = true;   // a graph pool (create_pool); false: a tag's own pool
+    bool asleep = false; // its segments' chunks are unmapped and released
+  };
+  // A sleeping tag: its pools' live bytes in host memory (offload) and
+  // where each run goes back. Kept host buffers of awake tags too.
+  struct TagSleep {
+    bool asleep = false;
+    SleepMode mode = SleepMode::offload;
+    std::vector<CopyRun> runs;
+    PinnedBuffer host;  // offload: runs' bytes; kept after wake if asked
   };
   static constexpr std::size_t kPtrShards = 64;
   struct alignas(64) PtrShard {
@@ -330,6 +360,26 @@ class Heap {
 
   // Graph pools (heap_pools.cpp).
   void migrate_pool_locked(PoolId pool);
+  // The pool an allocation on `stream` by this thread goes to: the capture's
+  // graph pool, else the thread's tag's pool (made now), else 0. Throws
+  // InvalidArgumentError if that pool is asleep.
+  PoolId allocation_pool_locked(Stream stream);
+
+  // Sleep and wake (heap_sleep.cpp).
+  std::vector<PoolId> tag_pools_locked(TagId tag) const;
+  // The segments of `pools`, by address.
+  std::vector<Segment*> tag_segments_locked(const std::vector<PoolId>& pools) const;
+  bool asleep_locked(TagId tag) const;
+  void sleep_tag_locked(TagId tag, SleepMode mode, SleepReport& report);
+  void wake_tag_locked(TagId tag, bool keep_host, SleepReport& report);
+  // Waits for the users of the pools' memory and unmaps the aliases
+  // (stitched chunks' old addresses) of their chunks.
+  // Throws InvalidArgumentError if a user stream is capturing, DriverError
+  // if a wait fails (nothing changed either way).
+  void settle_pools_locked(const std::vector<Segment*>& segs);
+  std::vector<CopyRun> live_runs_locked(const std::vector<Segment*>& segs) const;
+  // At teardown: sleeping segments have nothing mapped; host copies go.
+  void drop_sleep_state_locked();
 
   DeviceContext& context_;
   Backend& backend_;
@@ -350,6 +400,8 @@ class Heap {
   std::size_t peak_reserved_ = 0;
   std::uint64_t completion_sum_ = 0;  // refresh_locked's last look at the streams' completion
   std::unordered_map<Block*, PendingAliases> pending_aliases_;  // by dead placeholder
+  std::unordered_map<TagId, PoolId> tag_pools_;  // each tag's own pool
+  std::unordered_map<TagId, TagSleep> sleeping_;
   std::optional<std::chrono::steady_clock::time_point> over_limit_since_;
 
   // Every thread's cache of this heap, and the background trim's clock

@@ -17,6 +17,26 @@ PoolId Heap::pool_for_locked(Stream stream) const {
   return 0;
 }
 
+PoolId Heap::allocation_pool_locked(Stream stream) {
+  PoolId pool = pool_for_locked(stream);
+  const TagId tag = current_tag();
+  if (pool == 0 && tag != 0) {
+    auto [it, fresh] = tag_pools_.emplace(tag, 0);
+    if (fresh) {
+      it->second = next_pool_++;
+      PoolState& ps = pools_[it->second];
+      ps.tag = tag;
+      ps.graph = false;
+    }
+    pool = it->second;
+  }
+  if (pool != 0 && pools_[pool].asleep) {
+    throw InvalidArgumentError("allocation under tag '" + tag_name(pools_[pool].tag) +
+                               "' while it is asleep (wake it first)");
+  }
+  return pool;
+}
+
 PoolId Heap::create_pool() {
   std::lock_guard lock(mutex_);
   const PoolId id = next_pool_++;
@@ -27,7 +47,7 @@ PoolId Heap::create_pool() {
 void Heap::begin_pool(PoolId pool, Stream stream) {
   std::lock_guard lock(mutex_);
   auto it = pools_.find(pool);
-  if (pool == 0 || it == pools_.end() || it->second.released) {
+  if (pool == 0 || it == pools_.end() || it->second.released || !it->second.graph) {
     throw InvalidArgumentError("begin_pool: " + std::to_string(pool) + " is not a live graph pool");
   }
   for (const auto& [s, p] : capturing_into_) {
@@ -36,13 +56,20 @@ void Heap::begin_pool(PoolId pool, Stream stream) {
                                  std::to_string(p));
     }
   }
+  if (it->second.asleep) {
+    throw InvalidArgumentError("begin_pool: pool " + std::to_string(pool) + " (tag '" +
+                               tag_name(it->second.tag) + "') is asleep");
+  }
+  // A capture under a tag scope tags its pool (the first one to begin it).
+  if (it->second.tag == 0) it->second.tag = current_tag();
   capturing_into_.emplace_back(stream, pool);
   active_pools_.store(capturing_into_.size(), std::memory_order_release);
 }
 
 void Heap::end_pool(PoolId pool) {
   std::lock_guard lock(mutex_);
-  if (pool == 0 || pools_.find(pool) == pools_.end()) {
+  auto it = pools_.find(pool);
+  if (pool == 0 || it == pools_.end() || !it->second.graph) {
     throw InvalidArgumentError("end_pool: " + std::to_string(pool) + " is not a graph pool");
   }
   std::erase_if(capturing_into_, [&](const auto& e) { return e.second == pool; });
@@ -52,14 +79,15 @@ void Heap::end_pool(PoolId pool) {
 void Heap::release_pool(PoolId pool) {
   std::lock_guard lock(mutex_);
   auto it = pools_.find(pool);
-  if (pool == 0 || it == pools_.end() || it->second.released) {
+  if (pool == 0 || it == pools_.end() || it->second.released || !it->second.graph) {
     throw InvalidArgumentError("release_pool: " + std::to_string(pool) +
                                " is not a live graph pool");
   }
   std::erase_if(capturing_into_, [&](const auto& e) { return e.second == pool; });
   active_pools_.store(capturing_into_.size(), std::memory_order_release);
   it->second.released = true;
-  if (it->second.live == 0) migrate_pool_locked(pool);
+  // A sleeping pool migrates when it wakes (wake_tag_locked).
+  if (it->second.live == 0 && !it->second.asleep) migrate_pool_locked(pool);
 }
 
 bool Heap::is_growing_locked(const Segment* seg) const {

@@ -246,6 +246,17 @@ void PhysicalPool::give_back(const std::vector<Chunk>& chunks) {
   trim(cache_limit_);
 }
 
+void PhysicalPool::release_now(const std::vector<Chunk>& chunks) {
+  {
+    std::lock_guard lock(mutex_);
+    for (const Chunk& c : chunks) {
+      stats_.acquired_bytes -= c.bytes;
+      stats_.created_bytes -= c.bytes;
+    }
+  }
+  release_chunks(chunks);
+}
+
 void PhysicalPool::return_to_cache(const std::vector<Chunk>& chunks) {
   std::lock_guard lock(mutex_);
   for (const Chunk& c : chunks) {

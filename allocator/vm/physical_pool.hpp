@@ -66,6 +66,11 @@ class PhysicalPool {
   // chunks count as cached until the next trim releases them.
   void return_to_cache(const std::vector<Chunk>& chunks);
 
+  // Releases acquired chunks (unmapped) to the device now, past the cache:
+  // sleep hands the memory to anyone who wants it. A chunk whose release
+  // fails is cached instead (a later trim retries it).
+  void release_now(const std::vector<Chunk>& chunks);
+
   // Releases every shared chunk given back, then cached chunks until at most
   // `target_cached_bytes` stay cached. Returns the bytes released.
   std::size_t trim(std::size_t target_cached_bytes);

@@ -22,8 +22,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "vmmalloc/stats.hpp"
+#include "vmmalloc/tags.hpp"
 #include "vmmalloc/vmmalloc.h"
 
 namespace vmm {
@@ -86,6 +88,27 @@ class VMM_API Allocator {
   void begin_pool(PoolId pool, Stream stream);
   void end_pool(PoolId pool);
   void release_pool(PoolId pool);
+
+  // Sleep and wake of tagged memory (vmmalloc/tags.hpp, docs/sleep.md).
+  // sleep(): for each tag, waits for the work queued on the streams that
+  // used its memory, copies its live blocks to pinned host memory (offload;
+  // discard copies nothing), then unmaps and releases all its physical
+  // memory - live, free and cached alike. Addresses and blocks stay.
+  // wake(): maps new physical memory at the same addresses and copies the
+  // bytes back; `keep_host` keeps the pinned host buffer for the next sleep.
+  // Tags already asleep (awake) are skipped. Allocating under a sleeping tag
+  // throws InvalidArgumentError; frees and record_stream work as usual. On a
+  // throw the failing tag is left as it was (OutOfMemoryError from wake:
+  // still asleep, host copy intact; any error from sleep: awake, intact).
+  SleepReport sleep(std::span<const TagId> tags, SleepMode mode = SleepMode::offload);
+  SleepReport wake(std::span<const TagId> tags, bool keep_host = false);
+  bool asleep(TagId tag) const;
+  // Tags graph pool `pool` (0: untags it), as a capture under a tag scope does.
+  void tag_pool(PoolId pool, TagId tag);
+  // sleep()/wake() on every process-wide allocator created so far.
+  static SleepReport sleep_everywhere(std::span<const TagId> tags,
+                                      SleepMode mode = SleepMode::offload);
+  static SleepReport wake_everywhere(std::span<const TagId> tags, bool keep_host = false);
 
   AllocatorStats stats() const;
   void reset_peak_stats();

@@ -76,6 +76,9 @@ const char* driver_function(BackendCall kind) {
     case BackendCall::can_access_peer: return "cuDeviceCanAccessPeer";
     case BackendCall::export_handle: return "cuMemExportToShareableHandle";
     case BackendCall::import_handle: return "cuMemImportFromShareableHandle";
+    case BackendCall::alloc_pinned: return "cuMemHostAlloc";
+    case BackendCall::create_stream: return "cuStreamCreate";
+    case BackendCall::copy: return "cuMemcpyAsync";
     case BackendCall::count_: break;
   }
   return "?";

@@ -149,6 +149,34 @@ void call_once(BackendCall kind, FaultInjectingBackend& b, HostBackend& host,
       if (error) std::rethrow_exception(error);
       break;
     }
+    case BackendCall::alloc_pinned: {
+      void* p = nullptr;
+      measured(host, kind, inner_calls, [&] { p = b.alloc_pinned(4096); });
+      host.free_pinned(p, 4096);
+      break;
+    }
+    case BackendCall::create_stream: {
+      vmm::Stream s = nullptr;
+      measured(host, kind, inner_calls, [&] { s = b.create_copy_stream(); });
+      host.destroy_copy_stream(s);
+      break;
+    }
+    case BackendCall::copy: {
+      void* src = host.alloc_pinned(4096);
+      void* dst = host.alloc_pinned(4096);
+      const vmm::Stream s = host.create_copy_stream();
+      std::exception_ptr error;
+      try {
+        measured(host, kind, inner_calls, [&] { b.copy(dst, src, 4096, s); });
+      } catch (...) {
+        error = std::current_exception();
+      }
+      host.destroy_copy_stream(s);  // runs the copy first
+      host.free_pinned(dst, 4096);
+      host.free_pinned(src, 4096);
+      if (error) std::rethrow_exception(error);
+      break;
+    }
     case BackendCall::count_:
       break;
   }
@@ -182,6 +210,12 @@ const char* driver_name(BackendCall kind) {
       return "cuMemExportToShareableHandle";
     case BackendCall::import_handle:
       return "cuMemImportFromShareableHandle";
+    case BackendCall::alloc_pinned:
+      return "cuMemHostAlloc";
+    case BackendCall::create_stream:
+      return "cuStreamCreate";
+    case BackendCall::copy:
+      return "cuMemcpyAsync";
     case BackendCall::count_:
       break;
   }

@@ -27,6 +27,7 @@ PUBLIC = {
     "config.hpp": "base",
     "errors.hpp": "base",
     "stats.hpp": "base",
+    "tags.hpp": "base",
     "snapshot.hpp": "observe",
     "allocator.hpp": "api",
     "workspace.hpp": "api",
