@@ -91,6 +91,7 @@ std::string format_named(const std::array<EnumName<E>, N>& table, E value) {
 
 LogLevel parse_log_level(std::string_view text) { return parse_named(kLogLevelNames, text); }
 
+constexpr std::size_t kMaxIpcTimeoutMs = 3600000;  // an hour
 constexpr std::size_t kMinEventRing = 16;
 constexpr std::size_t kMaxEventRing = std::size_t{1} << 24;
 
@@ -355,6 +356,32 @@ constexpr Option kOptions[] = {
        if (name_in(kCudaFreeNames, c.cudafree) == nullptr) throw BadValue{"not a cudafree mode"};
      },
      [](const Config& c) { return format_named(kCudaFreeNames, c.cudafree); }},
+
+    {{"ipc_peer_uids", "same/any/uid list", "same",
+      "Whose connections an IPC export serves, by the peer process's uid (SO_PEERCRED): same "
+      "(the exporter's effective uid only), any, or uids joined with + (1000+1001) allowed "
+      "besides the exporter's own; a refused connection is an error of serve()."},
+     "same, any, or uids joined with + like 1000+1001 (1 to 64, none twice)",
+     parse_ipc_peer_uids,
+     check_ipc_peer_uids,
+     format_ipc_peer_uids},
+
+    {{"ipc_timeout_ms", "count", "60000",
+      "Deadline of each IPC exchange in milliseconds, 1 to 3600000: an importer waits at most "
+      "this long for the exporter's whole answer; an exporter drops an importer that takes "
+      "longer to send a whole request or to take its answer."},
+     "a number of milliseconds from 1 to 3600000, like 60000",
+     [](Config& c, std::string_view v) {
+       const std::size_t ms = parse_size_value(v);
+       if (ms < 1 || ms > kMaxIpcTimeoutMs) throw BadValue{"out of range"};
+       c.ipc_timeout_ms = static_cast<std::uint32_t>(ms);
+     },
+     [](const Config& c) {
+       if (c.ipc_timeout_ms < 1 || c.ipc_timeout_ms > kMaxIpcTimeoutMs) {
+         throw BadValue{"out of range"};
+       }
+     },
+     [](const Config& c) { return std::to_string(c.ipc_timeout_ms); }},
 };
 
 constexpr auto kOptionInfos = [] {

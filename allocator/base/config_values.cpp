@@ -5,6 +5,7 @@
 #include <array>
 #include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <utility>
 
 #include "allocator/base/units.hpp"
@@ -138,6 +139,76 @@ std::string format_peer_access(const Config& c) {
   for (int d : c.peer_access_devices) {
     if (!out.empty()) out += '+';
     out += std::to_string(d);
+  }
+  return out;
+}
+
+// ipc_peer_uids: same, any, or uids joined with '+'. A uid is 0 to 2^32 - 2
+// ((uid_t)-1 means "no change" to the kernel, never a process's uid).
+constexpr std::size_t kMaxIpcPeerUids = 64;
+
+void parse_ipc_peer_uids(Config& c, std::string_view text) {
+  text = trim(text);
+  for (const auto mode : {IpcPeerMode::same, IpcPeerMode::any}) {
+    if (equals_nocase(text, mode == IpcPeerMode::same ? "same" : "any")) {
+      c.ipc_peer_mode = mode;
+      c.ipc_peer_uid_list.clear();
+      return;
+    }
+  }
+  if (text.empty()) throw BadValue{""};
+  std::vector<std::uint32_t> uids;
+  for (std::size_t start = 0;;) {
+    const std::size_t plus = text.find('+', start);
+    const std::string_view item =
+        trim(text.substr(start, plus == std::string_view::npos ? plus : plus - start));
+    if (item.empty()) throw BadValue{"empty list item"};
+    std::uint32_t uid = 0;
+    const auto [ptr, ec] = std::from_chars(item.data(), item.data() + item.size(), uid);
+    if (ec != std::errc{} || ptr != item.data() + item.size() || uid == UINT32_MAX) {
+      throw BadValue{item == text ? "" : std::string(item) + " is not a uid"};
+    }
+    uids.push_back(uid);
+    if (plus == std::string_view::npos) break;
+    start = plus + 1;
+  }
+  c.ipc_peer_mode = IpcPeerMode::list;
+  c.ipc_peer_uid_list = std::move(uids);
+}
+
+void check_ipc_peer_uids(const Config& c) {
+  const std::vector<std::uint32_t>& uids = c.ipc_peer_uid_list;
+  if (c.ipc_peer_mode == IpcPeerMode::same || c.ipc_peer_mode == IpcPeerMode::any) {
+    if (!uids.empty()) throw BadValue{"ipc_peer_uid_list is set but the mode is not a list"};
+    return;
+  }
+  if (c.ipc_peer_mode != IpcPeerMode::list) throw BadValue{"not an ipc_peer_uids mode"};
+  if (uids.empty()) throw BadValue{"no uid given"};
+  if (uids.size() > kMaxIpcPeerUids) {
+    throw BadValue{std::to_string(uids.size()) + " uids given, at most " +
+                   std::to_string(kMaxIpcPeerUids) + " allowed"};
+  }
+  for (std::size_t i = 0; i < uids.size(); ++i) {
+    if (uids[i] == UINT32_MAX) throw BadValue{std::to_string(uids[i]) + " is not a uid"};
+    for (std::size_t j = 0; j < i; ++j) {
+      if (uids[j] == uids[i]) throw BadValue{std::to_string(uids[i]) + " is listed twice"};
+    }
+  }
+}
+
+std::string format_ipc_peer_uids(const Config& c) {
+  switch (c.ipc_peer_mode) {
+    case IpcPeerMode::same:
+      return "same";
+    case IpcPeerMode::any:
+      return "any";
+    case IpcPeerMode::list:
+      break;
+  }
+  std::string out;
+  for (std::uint32_t uid : c.ipc_peer_uid_list) {
+    if (!out.empty()) out += '+';
+    out += std::to_string(uid);
   }
   return out;
 }

@@ -53,6 +53,11 @@ void parse_peer_access(Config& c, std::string_view text);
 void check_peer_access(const Config& c);
 std::string format_peer_access(const Config& c);
 
+// ipc_peer_uids: same, any, or uids joined with '+'.
+void parse_ipc_peer_uids(Config& c, std::string_view text);
+void check_ipc_peer_uids(const Config& c);
+std::string format_ipc_peer_uids(const Config& c);
+
 // on/off switches: on, off, true, false, 1, 0 (any case); printed on/off.
 bool parse_switch(std::string_view text);
 std::string format_switch(bool on);

@@ -224,8 +224,11 @@ struct WorkspaceImport::State {
   }
 };
 
-WorkspaceImport::WorkspaceImport(int socket, int device)
-    : WorkspaceImport(context_or_close(socket, device), socket) {}
+WorkspaceImport::WorkspaceImport(int socket, int device) {
+  DeviceContext& context = context_or_close(socket, device);
+  *this =
+      WorkspaceImport(context, socket, std::chrono::milliseconds(context.config().ipc_timeout_ms));
+}
 
 WorkspaceImport::WorkspaceImport(DeviceContext& context, int socket,
                                  std::chrono::milliseconds timeout) {

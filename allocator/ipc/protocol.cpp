@@ -64,36 +64,48 @@ const char* type_name(std::uint16_t type) {
   return nullptr;
 }
 
-void wait_readable(int socket, std::chrono::milliseconds timeout) {
-  pollfd p{socket, POLLIN, 0};
+// "vmmalloc IPC: <what> within <timeout> ms<why>".
+[[noreturn]] void timed_out(const char* what, Deadline deadline, const char* why = "") {
+  throw DriverError(kIpcCall, ETIMEDOUT,
+                    std::string("vmmalloc IPC: ") + what + " within " +
+                        std::to_string(deadline.timeout.count()) + " ms" + why);
+}
+
+// Waits until `socket` is ready for `events` or `deadline` passes (false).
+bool wait_for(int socket, short events, Deadline deadline) {
+  pollfd p{socket, events, 0};
   for (;;) {
-    const int n = ::poll(&p, 1, static_cast<int>(timeout.count()));
-    if (n > 0) return;  // readable, or hung up: the read says which
-    if (n == 0) {
-      throw DriverError(kIpcCall, ETIMEDOUT,
-                        "vmmalloc IPC: no answer within " + std::to_string(timeout.count()) +
-                            " ms (is a WorkspaceExport serving the other end of the socket?)");
-    }
+    const int n = ::poll(&p, 1, deadline.remaining_ms());
+    if (n > 0) return true;  // ready, or hung up: the call says which
+    if (n == 0) return false;
     if (errno != EINTR) system_failed("poll", errno);
   }
 }
 
-// Reads exactly `bytes` into `out`, keeping any descriptors that come along.
-void receive_exactly(int socket, std::byte* out, std::size_t bytes,
-                     std::chrono::milliseconds timeout, std::vector<UniqueFd>& fds) {
+// Reads exactly `bytes` into `out` by `deadline`, keeping any descriptors
+// that come along. `first`: these are a message's first bytes.
+void receive_exactly(int socket, std::byte* out, std::size_t bytes, Deadline deadline,
+                     std::vector<UniqueFd>& fds, bool first) {
   alignas(cmsghdr) char control[CMSG_SPACE(kMaxFdsPerMessage * sizeof(int))];
   std::size_t got = 0;
   while (got < bytes) {
-    wait_readable(socket, timeout);
+    if (!wait_for(socket, POLLIN, deadline)) {
+      if (first && got == 0) {
+        timed_out("no answer", deadline,
+                  " (is a WorkspaceExport serving the other end of the socket?)");
+      }
+      timed_out("the rest of a message did not come", deadline);
+    }
     iovec iov{out + got, bytes - got};
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control;
     msg.msg_controllen = sizeof control;
-    const ssize_t n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
+    const ssize_t n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
     if (n < 0) {
-      if (errno == EINTR) continue;
+      if (errno == EINTR || errno == EAGAIN) continue;
+      if (errno == ECONNRESET) peer_closed();
       system_failed("recvmsg", errno);
     }
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
@@ -162,7 +174,7 @@ void check_socket(int fd, const char* what) {
 }
 
 void send_message(int socket, MessageType type, std::span<const std::byte> payload,
-                  std::span<const int> fds) {
+                  std::span<const int> fds, Deadline deadline) {
   if (fds.size() > kMaxFdsPerMessage || payload.size() > kMaxPayloadBytes) {
     throw InvalidArgumentError("vmmalloc IPC: message too large (" +
                                std::to_string(payload.size()) + " bytes, " +
@@ -191,9 +203,17 @@ void send_message(int socket, MessageType type, std::span<const std::byte> paylo
       c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
       std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
     }
-    const ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL);
+    // Never blocks: a peer that does not read must not hold this thread
+    // past the deadline.
+    const ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        if (!wait_for(socket, POLLOUT, deadline)) {
+          timed_out("the other end did not take a message", deadline, " (it does not read)");
+        }
+        continue;
+      }
       if (errno == EPIPE || errno == ECONNRESET) peer_closed();
       system_failed("sendmsg", errno);
     }
@@ -201,10 +221,16 @@ void send_message(int socket, MessageType type, std::span<const std::byte> paylo
   }
 }
 
-Message receive_message(int socket, std::chrono::milliseconds timeout) {
+int Deadline::remaining_ms() const {
+  const auto left =
+      std::chrono::ceil<std::chrono::milliseconds>(at - std::chrono::steady_clock::now());
+  return static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, 1 << 30));
+}
+
+Message receive_message(int socket, Deadline deadline) {
   Message m;
   std::byte raw[sizeof(WireHeader)];
-  receive_exactly(socket, raw, sizeof raw, timeout, m.fds);
+  receive_exactly(socket, raw, sizeof raw, deadline, m.fds, /*first=*/true);
   const auto header = read_pod<WireHeader>(raw);
   if (header.magic != kMagic) {
     protocol_error("the peer does not speak the vmmalloc IPC protocol (bad magic)");
@@ -223,7 +249,7 @@ Message receive_message(int socket, std::chrono::milliseconds timeout) {
   m.type = static_cast<MessageType>(header.type);
   m.payload.resize(header.payload_bytes);
   if (!m.payload.empty()) {
-    receive_exactly(socket, m.payload.data(), m.payload.size(), timeout, m.fds);
+    receive_exactly(socket, m.payload.data(), m.payload.size(), deadline, m.fds, /*first=*/false);
   }
   if (m.fds.size() != header.fd_count) {
     protocol_error(std::string(type_name(header.type)) + " message announced " +
@@ -233,11 +259,25 @@ Message receive_message(int socket, std::chrono::milliseconds timeout) {
   return m;
 }
 
-void send_layout(int socket, const SharedLayout& layout) {
+std::uint32_t receive_sync(int socket, Deadline deadline) {
+  const Message m = receive_message(socket, deadline);
+  if (m.type != MessageType::sync ||
+      (m.payload.size() != 0 && m.payload.size() != sizeof(std::uint32_t)) || !m.fds.empty()) {
+    protocol_error(std::string("expected a sync request, got ") +
+                   type_name(static_cast<std::uint16_t>(m.type)) + " of " +
+                   std::to_string(m.payload.size()) + " bytes and " + std::to_string(m.fds.size()) +
+                   " descriptors");
+  }
+  std::uint32_t flags = 0;
+  if (!m.payload.empty()) flags = read_pod<std::uint32_t>(m.payload.data());
+  return flags;
+}
+
+void send_layout(int socket, const SharedLayout& layout, Deadline deadline) {
   std::vector<std::byte> payload;
   append_pod(payload, WireLayout{layout.capacity, layout.size, layout.chunks.size(), layout.device,
                                  static_cast<std::int32_t>(::getpid())});
-  send_message(socket, MessageType::layout, payload, {});
+  send_message(socket, MessageType::layout, payload, {}, deadline);
   constexpr std::size_t kBatch = std::min(kMaxFdsPerMessage, kMaxPayloadBytes / sizeof(WireChunk));
   for (std::size_t first = 0; first < layout.chunks.size(); first += kBatch) {
     const std::size_t last = std::min(first + kBatch, layout.chunks.size());
@@ -249,21 +289,25 @@ void send_layout(int socket, const SharedLayout& layout) {
       append_pod(payload, WireChunk{c.offset, c.bytes, c.serial, flags, 0});
       if (c.fd >= 0) fds.push_back(c.fd);
     }
-    send_message(socket, MessageType::chunks, payload, fds);
+    send_message(socket, MessageType::chunks, payload, fds, deadline);
   }
 }
 
-void send_error(int socket, const std::string& text) {
+void send_error(int socket, const std::string& text, Deadline deadline) {
   const std::size_t n = std::min(text.size(), kMaxPayloadBytes);
   send_message(socket, MessageType::error,
-               std::span<const std::byte>(reinterpret_cast<const std::byte*>(text.data()), n), {});
+               std::span<const std::byte>(reinterpret_cast<const std::byte*>(text.data()), n), {},
+               deadline);
 }
 
 ReceivedLayout request_layout(int socket, std::chrono::milliseconds timeout, bool resend_all) {
+  // One deadline for the whole exchange: an exporter sending its answer a
+  // byte at a time cannot make the importer wait longer.
+  const Deadline deadline = Deadline::after(timeout);
   std::vector<std::byte> request;
   append_pod(request, resend_all ? kSyncResendAll : std::uint32_t{0});
-  send_message(socket, MessageType::sync, request, {});
-  Message reply = receive_message(socket, timeout);
+  send_message(socket, MessageType::sync, request, {}, deadline);
+  Message reply = receive_message(socket, deadline);
   if (reply.type == MessageType::error) {
     throw DriverError(
         kIpcCall, ENOENT,
@@ -291,7 +335,7 @@ ReceivedLayout request_layout(int socket, std::chrono::milliseconds timeout, boo
   out.fds.reserve(wire.chunk_count);
   std::uint64_t end = 0;  // chunks must lie back to back from offset 0
   while (out.layout.chunks.size() < wire.chunk_count) {
-    Message m = receive_message(socket, timeout);
+    Message m = receive_message(socket, deadline);
     if (m.type != MessageType::chunks || m.payload.empty() ||
         m.payload.size() % sizeof(WireChunk) != 0) {
       protocol_error("expected a chunks message");

@@ -14,12 +14,18 @@
 //                          ...                       for chunks flagged kChunkHasFd)
 //                   or     error   UTF-8 text       (e.g. the workspace was released)
 //
+// Deadlines: every send and receive runs against one absolute Deadline for
+// the whole message (or exchange), never a timeout per system call, so a
+// peer that drips a byte at a time cannot stretch it; sends never block past
+// it (MSG_DONTWAIT and poll), so a peer that does not read cannot hold the
+// sender.
+//
 // Errors: a system call that fails is a DriverError naming it with its errno
 // (sendmsg, recvmsg, poll); a peer that hung up is DriverError(EPIPE), one
-// that sends something else than this protocol DriverError(EPROTO), a reply
-// that does not come in time DriverError(ETIMEDOUT), all with the call
-// "vmmalloc IPC" and a message saying what happened. Descriptors received
-// are always owned (UniqueFd): none leaks on any error path.
+// that sends something else than this protocol DriverError(EPROTO), a
+// deadline missed DriverError(ETIMEDOUT), all with the call "vmmalloc IPC"
+// and a message saying what happened. Descriptors received are always owned
+// (UniqueFd): none leaks on any error path.
 //
 // Thread-safety: the functions keep no state; one socket must not be used by
 // two threads at once.
@@ -114,19 +120,39 @@ inline constexpr const char* kIpcCall = "vmmalloc IPC";
 // SOCK_STREAM socket; `what` names the argument in the message.
 void check_socket(int fd, const char* what);
 
-// Sends one message with `fds` (at most kMaxFdsPerMessage) attached. Never
-// raises SIGPIPE. Throws DriverError.
-void send_message(int socket, MessageType type, std::span<const std::byte> payload,
-                  std::span<const int> fds);
-// Receives one message, waiting at most `timeout` for each part of it.
-// Throws DriverError.
-Message receive_message(int socket, std::chrono::milliseconds timeout);
+// An absolute deadline, and the timeout it was made from (for messages).
+struct Deadline {
+  std::chrono::steady_clock::time_point at;
+  std::chrono::milliseconds timeout{0};
 
+  static Deadline after(std::chrono::milliseconds timeout) {
+    return Deadline{std::chrono::steady_clock::now() + timeout, timeout};
+  }
+  // Milliseconds left (0 once passed), for poll().
+  int remaining_ms() const;
+};
+
+// Sends one message with `fds` (at most kMaxFdsPerMessage) attached, by
+// `deadline` (ETIMEDOUT: the peer does not read). Never raises SIGPIPE.
+// Throws DriverError.
+void send_message(int socket, MessageType type, std::span<const std::byte> payload,
+                  std::span<const int> fds, Deadline deadline);
+// Receives one whole message by `deadline`. Throws DriverError.
+Message receive_message(int socket, Deadline deadline);
+inline Message receive_message(int socket, std::chrono::milliseconds timeout) {
+  return receive_message(socket, Deadline::after(timeout));
+}
+
+// Exporter: receives one sync request by `deadline` and returns its flags
+// (unknown flags are ignored). Anything else than a sync of 0 or 4 bytes of
+// payload without descriptors is DriverError(EPROTO).
+std::uint32_t receive_sync(int socket, Deadline deadline);
 // Exporter: sends `layout` as a layout message and its chunks messages, each
-// chunk's descriptor (fd >= 0) attached. The descriptors stay the caller's.
-void send_layout(int socket, const SharedLayout& layout);
+// chunk's descriptor (fd >= 0) attached, all by `deadline`. The descriptors
+// stay the caller's.
+void send_layout(int socket, const SharedLayout& layout, Deadline deadline);
 // Exporter: sends an error message (text cut to kMaxPayloadBytes).
-void send_error(int socket, const std::string& text);
+void send_error(int socket, const std::string& text, Deadline deadline);
 
 // What an importer received: the layout, and per chunk its descriptor (an
 // empty UniqueFd where none was attached).
@@ -137,7 +163,8 @@ struct ReceivedLayout {
 };
 
 // Importer: sends sync (with kSyncResendAll when `resend_all`) and receives
-// the exporter's layout. Throws DriverError
+// the exporter's layout, the whole exchange within `timeout`. Throws
+// DriverError
 // (an error message from the exporter becomes DriverError(ENOENT) carrying
 // its text), also for a layout that breaks the protocol (chunks not back to
 // back from offset 0, a count that does not match, a descriptor too many).

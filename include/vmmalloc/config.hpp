@@ -25,6 +25,8 @@ enum class BackendKind { automatic, cuda, host };
 enum class PeerAccessMode { none, all, list };
 // What cudaFree/cuMemFree do under the LD_PRELOAD interposer (docs/preload.md).
 enum class CudaFreeMode { fence, sync, order };
+// Whose connections an IPC export serves (docs/ipc.md).
+enum class IpcPeerMode { same, any, list };
 
 // The fields may be set directly from code; validate() then checks them.
 // The VMMALLOC_CONF key of each field is given in brackets.
@@ -104,6 +106,21 @@ struct VMM_API Config {
   // device, recorded after the free, have completed. sync: the free first
   // synchronizes the device, as CUDA's own cudaFree does.
   CudaFreeMode cudafree = CudaFreeMode::order;
+  // IPC (docs/ipc.md). An export reads these from its workspace's device
+  // context, an import made with WorkspaceImport(socket, device) from the
+  // process configuration.
+  // [ipc_peer_uids] Whose connections WorkspaceExport::serve() takes, by the
+  // peer's uid (SO_PEERCRED): same (the exporter's effective uid only), any,
+  // or a list of uids joined with + (1000+1001, in ipc_peer_uid_list: 1 to
+  // 64 uids, none twice) allowed besides the exporter's own.
+  // ipc_peer_uid_list is empty unless the mode is list.
+  IpcPeerMode ipc_peer_mode = IpcPeerMode::same;
+  std::vector<std::uint32_t> ipc_peer_uid_list;
+  // [ipc_timeout_ms] Deadline of each IPC exchange, milliseconds (1 to
+  // 3600000): an importer waits at most this long for the exporter's whole
+  // answer; an exporter drops an importer that takes longer to send a whole
+  // request or to take its answer.
+  std::uint32_t ipc_timeout_ms = 60000;
 
   // 2 MiB, 4 MiB, ... 1 GiB.
   static std::vector<std::size_t> default_chunk_sizes();

@@ -50,8 +50,8 @@ class VMM_API WorkspaceExport {
   // importers asking afterwards get an error. Throws InvalidArgumentError
   // for a released or moved-from workspace.
   explicit WorkspaceExport(Workspace& workspace);
-  // Stops serving and closes every connection. Importers keep what they
-  // mapped.
+  // Stops serving and closes every connection, without waiting for any
+  // importer. Importers keep what they mapped.
   ~WorkspaceExport();
   WorkspaceExport(WorkspaceExport&&) noexcept;
   WorkspaceExport& operator=(WorkspaceExport&&) noexcept;
@@ -60,10 +60,14 @@ class VMM_API WorkspaceExport {
 
   // Serves the importer at the other end of `socket`, a connected AF_UNIX
   // SOCK_STREAM socket, which this export takes over (and closes when the
-  // importer hangs up or the export is destroyed; also when this call
-  // throws). Requests are answered on a background thread, one per export,
-  // with the workspace's layout at that moment. Throws InvalidArgumentError
-  // for a descriptor that is not such a socket.
+  // importer hangs up, misses a deadline or the export is destroyed; also
+  // when this call throws). Requests are answered on a background thread,
+  // one per connection, with the workspace's layout at that moment; a
+  // request must arrive whole, and its answer be taken, within the
+  // workspace's ipc_timeout_ms. Throws InvalidArgumentError for a
+  // descriptor that is not such a socket, and for a peer process whose uid
+  // ipc_peer_uids does not allow (by default: another uid than this
+  // process's effective uid); a refused peer is sent an error message.
   void serve(int socket);
   // Connections being served now.
   std::size_t connections() const;
@@ -75,7 +79,8 @@ class VMM_API WorkspaceExport {
 
 class VMM_API WorkspaceImport {
  public:
-  // How long update() (and the constructor) wait for the exporter's answer.
+  // How long update() (and the constructor) wait for the exporter's whole
+  // answer by default: the default of the ipc_timeout_ms option.
   static constexpr std::chrono::milliseconds kDefaultTimeout{60000};
 
   // Imports the workspace exported at the other end of `socket` (a
@@ -85,10 +90,11 @@ class VMM_API WorkspaceImport {
   // CUDA device, or 0) and maps, read/write, every chunk the exporter has
   // mapped now. Throws InvalidArgumentError (socket, device), DriverError
   // (the exchange or the driver failed; see docs/ipc.md), OutOfMemoryError
-  // (address space), NotSupportedError.
+  // (address space), NotSupportedError. Waits at most the process
+  // configuration's ipc_timeout_ms for each whole answer of the exporter.
   explicit WorkspaceImport(int socket, int device = -1);
   // The same over an explicit device context (tests, embedding), waiting at
-  // most `timeout` for each answer of the exporter.
+  // most `timeout` for each whole answer of the exporter.
   WorkspaceImport(DeviceContext& context, int socket,
                   std::chrono::milliseconds timeout = kDefaultTimeout);
   // close(nullptr); errors are logged.

@@ -221,19 +221,23 @@ typedef struct vmm_workspace_import vmm_workspace_import;
 VMM_API vmm_status vmm_workspace_export_create(vmm_workspace* ws, vmm_workspace_export** out);
 
 /* Serves the importer at the other end of `socket`, which the export takes
- * over (closed when the importer hangs up, the export is destroyed, or this
- * call fails). Answered on a background thread. VMM_ERROR_INVALID_VALUE for
- * a descriptor that is not a connected AF_UNIX SOCK_STREAM socket. */
+ * over (closed when the importer hangs up, misses the ipc_timeout_ms
+ * deadline, the export is destroyed, or this call fails). Answered on a
+ * background thread per connection. VMM_ERROR_INVALID_VALUE for a
+ * descriptor that is not a connected AF_UNIX SOCK_STREAM socket, and for a
+ * peer process of a uid that ipc_peer_uids does not allow (by default any
+ * other than this process's effective uid). */
 VMM_API vmm_status vmm_workspace_export_serve(vmm_workspace_export* ex, int socket);
 
-/* Stops serving and closes every connection; importers keep what they
- * mapped. ex may be NULL. */
+/* Stops serving and closes every connection without waiting for any
+ * importer; importers keep what they mapped. ex may be NULL. */
 VMM_API vmm_status vmm_workspace_export_destroy(vmm_workspace_export* ex);
 
 /* Imports the workspace exported at the other end of `socket` (taken over:
  * closed with the import, also on failure) on `device` (-1: the current CUDA
  * device, or 0): maps every chunk the exporter has mapped now, read/write,
- * at an address of this process. Waits up to 60 s for the exporter. */
+ * at an address of this process. Waits at most ipc_timeout_ms (60 s by
+ * default) for the exporter's whole answer, here and in updates. */
 VMM_API vmm_status vmm_workspace_import_create(int socket, int device,
                                                vmm_workspace_import** out);
 

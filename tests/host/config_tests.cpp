@@ -136,6 +136,9 @@ Config non_default_config() {
   c.snapshot_on_oom = "/tmp/oom.json";
   c.allocation_events = true;
   c.event_ring_size = 100;
+  c.ipc_peer_mode = vmm::IpcPeerMode::list;
+  c.ipc_peer_uid_list = {1000, 65534};
+  c.ipc_timeout_ms = 1500;
   return c;
 }
 
@@ -183,7 +186,7 @@ TEST_CASE("config: defaults", "[config]") {
             ",peer_access:none"
             ",live_socket:on,live_socket_dir:/tmp,snapshot_at_exit:,snapshot_on_oom:"
             ",allocation_events:off,event_ring_size:4096"
-            ",print_stats:off,cudafree:order");
+            ",print_stats:off,cudafree:order,ipc_peer_uids:same,ipc_timeout_ms:60000");
 }
 
 TEST_CASE("config: empty strings and empty segments give the defaults", "[config]") {
@@ -202,7 +205,7 @@ TEST_CASE("config: the option table", "[config]") {
       "va_reservation_factor", "log_level",        "backend",    "host_device_memory",
       "peer_access",           "live_socket",      "live_socket_dir", "snapshot_at_exit",
       "snapshot_on_oom",       "allocation_events", "event_ring_size", "print_stats",
-      "cudafree"};
+      "cudafree",              "ipc_peer_uids",    "ipc_timeout_ms"};
   REQUIRE(options.size() == expected.size());
   const auto printed = split_conf(Config{}.to_string());
   CHECK(printed.size() == options.size());
@@ -526,6 +529,9 @@ TEST_CASE("config: set leaves the config unchanged on error", "[config]") {
                                                              {"peer_access", "some"},
                                                              {"live_socket", "maybe"},
                                                              {"event_ring_size", "8"},
+                                                             {"ipc_peer_uids", "1000+1000"},
+                                                             {"ipc_peer_uids", "nobody"},
+                                                             {"ipc_timeout_ms", "0"},
                                                              {"no_such_key", "1"}};
   for (const auto& [key, value] : bad) {
     INFO(key << ":" << value);

@@ -35,6 +35,7 @@
 #include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
 #include "tests/common/test_util.hpp"
+#include "tests/host/ipc_test_util.hpp"
 #include "vmmalloc/errors.hpp"
 #include "vmmalloc/ipc.hpp"
 #include "vmmalloc/vmmalloc.h"
@@ -52,39 +53,8 @@ using vmm::test::contains;
 using vmm::test::expect_throw;
 using namespace std::chrono_literals;
 
-// One side's allocator state: what a process would have.
-struct Side {
-  Side() {
-    vmm::Config config;
-    config.va_reservation_size = 1 * GiB;
-    config.chunk_sizes = {2 * MiB, 8 * MiB};  // several chunks per grow
-    config.pool_cache_limit = 64 * MiB;
-    HostBackend::Options o;
-    o.device_memory = 1 * GiB;
-    host = std::make_unique<HostBackend>(o);
-    auto wrapper = std::make_unique<vmm::FaultInjectingBackend>(*host);
-    faults = wrapper.get();
-    context = std::make_unique<vmm::DeviceContext>(std::move(wrapper), config);
-  }
-  // Tears the context down and checks the backend holds nothing.
-  void finish() {
-    context.reset();
-    const vmm::LiveObjects live = host->live_objects();
-    INFO("left: " << live.handles << " handles, " << live.mapped_bytes << " bytes mapped, "
-                  << live.reservations << " reservations");
-    CHECK(live == vmm::LiveObjects{});
-  }
-  using HostBackend = vmm::HostBackend;
-  std::unique_ptr<HostBackend> host;
-  vmm::FaultInjectingBackend* faults = nullptr;
-  std::unique_ptr<vmm::DeviceContext> context;
-};
-
-std::pair<int, int> stream_pair() {
-  int fds[2];
-  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
-  return {fds[0], fds[1]};
-}
+using Side = vmm::test::IpcSide;
+using vmm::test::stream_pair;
 
 unsigned char* at(void* base, std::size_t offset) {
   return static_cast<unsigned char*>(base) + offset;
@@ -95,29 +65,9 @@ bool all_equal(const void* p, std::size_t bytes, unsigned char value) {
   return std::all_of(b, b + bytes, [&](unsigned char v) { return v == value; });
 }
 
-// Open memfds of the host backend in this process.
-int open_memfds() {
-  int n = 0;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
-    std::error_code ec;
-    const auto target = std::filesystem::read_symlink(entry.path(), ec);
-    if (!ec && target.string().rfind("/memfd:vmmalloc-host-handle", 0) == 0) ++n;
-  }
-  return n;
-}
-
-bool closed(int fd) { return ::fcntl(fd, F_GETFD) == -1 && errno == EBADF; }
-
-// Waits until `pred` holds (checked every millisecond), at most 5 s.
-template <class P>
-bool eventually(P pred) {
-  const auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
+using vmm::test::closed;
+using vmm::test::eventually;
+using vmm::test::open_memfds;
 
 int driver_code(const std::function<void()>& f) {
   return expect_throw<vmm::DriverError>(f).code();
@@ -429,7 +379,7 @@ TEST_CASE("ipc: a peer that does not speak the protocol", "[ipc]") {
       layout.capacity = 64 * MiB;
       layout.size = 4 * MiB;
       layout.chunks = {vmm::SharedChunk{0, 2 * MiB, 1, -1}, vmm::SharedChunk{4 * MiB, 2 * MiB, 2, -1}};
-      vmm::ipc::send_layout(fd, layout);
+      vmm::ipc::send_layout(fd, layout, vmm::ipc::Deadline::after(2000ms));
       char byte = 0;
       [[maybe_unused]] const ssize_t n = ::read(fd, &byte, 1);  // until the importer hangs up
     });
