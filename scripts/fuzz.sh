@@ -17,7 +17,7 @@ cd "$VMM_ROOT" || exit 1
 SECONDS_EACH="${VMMALLOC_FUZZ_SECONDS:-60}"
 BUILD="${VMMALLOC_FUZZ_BUILD_DIR:-build-fuzz}"
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(config_fuzzer trace_fuzzer snapshot_fuzzer ipc_fuzzer)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(config_fuzzer trace_fuzzer snapshot_fuzzer ipc_fuzzer live_request_fuzzer)
 
 scripts/setup-deps.sh --fuzz || exit 1
 NO_ASLR=()

@@ -1,25 +1,26 @@
 // Snapshot JSON: built from the registry (allocator/record/inspect_registry.hpp)
 // and each layer's describe() views with nlohmann_json, keys in a fixed
-// order. docs/snapshot.md documents every field; kSnapshotSchemaVersion
-// changes whenever a field changes meaning or goes away (adding fields does
-// not change it).
+// order; the events, by far the largest part, are written straight to text
+// (append_event) in batches by SnapshotText. docs/snapshot.md documents
+// every field; kSnapshotSchemaVersion changes whenever a field changes
+// meaning or goes away (adding fields does not change it).
 #include "allocator/observe/snapshot.hpp"
 
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
+#include <charconv>
 #include <cstdio>
-#include <cstring>
+#include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <system_error>
 
 #include "allocator/heap/heap.hpp"
+#include "allocator/observe/private_file.hpp"
 #include "allocator/record/event_ring.hpp"
 #include "allocator/record/inspect_registry.hpp"
 #include "allocator/record/snapshot_views.hpp"
@@ -105,36 +106,56 @@ std::string hex(std::uintptr_t v) {
   return buf;
 }
 
-Json event_json(const Event& e) {
-  Json j = Json::object();
-  j["t_ns"] = e.time_ns;
-  j["kind"] = event_kind_name(e.kind);
-  j["device"] = e.device;
-  j["addr"] = e.addr;
-  j["bytes"] = e.bytes;
+template <typename T>
+void append_number(std::string& out, T v) {
+  char buf[24];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+void append_field(std::string& out, const char* key, std::uint64_t v) {
+  out += ",\"";
+  out += key;
+  out += "\":";
+  append_number(out, v);
+}
+
+// One event as JSON, written directly: the same text nlohmann would write
+// for its object (keys in this order), without building one per event
+// (a ring of 1 Mi events as JSON trees took ~400 MB).
+void append_event(std::string& out, const Event& e) {
+  out += "{\"t_ns\":";
+  append_number(out, e.time_ns);
+  out += ",\"kind\":\"";
+  out += event_kind_name(e.kind);  // a fixed ASCII name
+  out += "\",\"device\":";
+  append_number(out, e.device);
+  append_field(out, "addr", e.addr);
+  append_field(out, "bytes", e.bytes);
   switch (e.kind) {
     case EventKind::allocate:
-      j["requested"] = e.detail;
-      j["stream"] = e.stream;
+      append_field(out, "requested", e.detail);
+      append_field(out, "stream", e.stream);
       break;
     case EventKind::free:
-      j["stream"] = e.stream;
+      append_field(out, "stream", e.stream);
       break;
     case EventKind::map:
     case EventKind::unmap:
-      j["chunks"] = e.detail;
+      append_field(out, "chunks", e.detail);
       break;
     case EventKind::grow:
     case EventKind::shrink:
-      j["previous"] = e.detail;
+      append_field(out, "previous", e.detail);
       break;
     case EventKind::oom:
-      j["stream"] = e.stream;
-      j["workspace"] = e.detail != 0;
+      append_field(out, "stream", e.stream);
+      out += e.detail != 0 ? ",\"workspace\":true" : ",\"workspace\":false";
       break;
   }
-  j["mapped_after"] = e.mapped_after;
-  return j;
+  out += ",\"mapped_after\":";
+  append_number(out, e.mapped_after);
+  out += '}';
 }
 
 // One device context, with the heaps and workspace regions registered on it.
@@ -374,9 +395,10 @@ std::uint64_t now_unix_ns() {
          static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
-}  // namespace
-
-std::string snapshot_json(std::string_view reason, SnapshotDetail detail) {
+// The whole snapshot but its events' items, which are left an empty array
+// (the document's last value) for SnapshotText to fill in as text.
+Json snapshot_document(std::string_view reason, SnapshotDetail detail,
+                       const EventRing::Contents& ring) {
   const bool full = detail == SnapshotDetail::full;
   Json s = Json::object();
   s["schema"] = kSnapshotSchema;
@@ -408,19 +430,69 @@ std::string snapshot_json(std::string_view reason, SnapshotDetail detail) {
   });
   s["devices"] = std::move(devices);
 
-  const EventRing::Contents ring = events::ring().read();
   Json ev = Json::object();
   ev["capacity"] = events::ring().capacity();
   ev["recorded"] = ring.recorded;
   ev["lost"] = ring.lost;
   ev["allocation_events"] = events::allocation_events_on();
-  if (full) {
-    Json items = Json::array();
-    for (const Event& e : ring.events) items.push_back(event_json(e));
-    ev["items"] = std::move(items);
-  }
+  if (full) ev["items"] = Json::array();
   s["events"] = std::move(ev);
-  return s.dump();
+  return s;
+}
+
+}  // namespace
+
+SnapshotText::SnapshotText(std::string_view reason, SnapshotDetail detail) {
+  EventRing::Contents ring = events::ring().read();
+  // Strings from outside (workspace names, the command line, the host name)
+  // may hold bytes that are not UTF-8: replaced, rather than failing the dump.
+  head_ =
+      snapshot_document(reason, detail, ring).dump(-1, ' ', false, Json::error_handler_t::replace);
+  if (detail != SnapshotDetail::full) return;
+  // The document ends with its (empty) event list: "items":[]}}. Keep the
+  // '[' and write the closing brackets after the events.
+  constexpr std::string_view kEnd = "\"items\":[]}}";
+  if (head_.size() < kEnd.size() ||
+      head_.compare(head_.size() - kEnd.size(), kEnd.size(), kEnd) != 0) {
+    std::abort();  // snapshot_document's last key changed: fix this with it
+  }
+  head_.resize(head_.size() - 3);
+  events_ = std::move(ring.events);
+  has_events_ = true;
+}
+
+bool SnapshotText::next(std::string& piece) {
+  constexpr std::size_t kBatch = 1024;  // ~130 KiB of text
+  piece.clear();
+  switch (stage_) {
+    case Stage::head:
+      piece.swap(head_);
+      stage_ = has_events_ ? Stage::events : Stage::done;
+      return true;
+    case Stage::events: {
+      const std::size_t end = std::min(events_.size(), next_event_ + kBatch);
+      for (; next_event_ < end; ++next_event_) {
+        if (next_event_ != 0) piece += ',';
+        append_event(piece, events_[next_event_]);
+      }
+      if (next_event_ == events_.size()) {
+        piece += "]}}";
+        stage_ = Stage::done;
+        std::vector<Event>().swap(events_);
+      }
+      return true;
+    }
+    case Stage::done:
+      break;
+  }
+  return false;
+}
+
+std::string snapshot_json(std::string_view reason, SnapshotDetail detail) {
+  SnapshotText text(reason, detail);
+  std::string out, piece;
+  while (text.next(piece)) out += piece;
+  return out;
 }
 
 std::string expand_snapshot_path(std::string_view path) {
@@ -448,39 +520,14 @@ std::string expand_snapshot_path(std::string_view path) {
 
 std::string write_snapshot_file(std::string_view path, std::string_view reason) {
   const std::string target = expand_snapshot_path(path);
-  const std::string text = snapshot_json(reason, SnapshotDetail::full);
-  const std::string tmp = target + ".tmp." + std::to_string(::getpid());
-  auto fail = [&](const char* what) {
-    const int err = errno;
-    throw InvalidArgumentError("writing the snapshot to " + target + " failed: " + what + ": " +
-                               std::strerror(err));
-  };
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail(("open " + tmp).c_str());
-  std::size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      errno = err;
-      fail("write");
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  if (::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    errno = err;
-    fail("close");
-  }
-  if (::rename(tmp.c_str(), target.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    errno = err;
-    fail("rename");
+  SnapshotText text(reason, SnapshotDetail::full);
+  try {
+    PrivateFile file(target);
+    std::string piece;
+    while (text.next(piece)) file.write(piece);
+    file.commit();
+  } catch (const std::system_error& e) {
+    throw InvalidArgumentError("writing the snapshot to " + target + " failed: " + e.what());
   }
   return target;
 }

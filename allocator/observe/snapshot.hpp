@@ -21,8 +21,10 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "allocator/backend/backend.hpp"
+#include "allocator/record/event_ring.hpp"
 #include "vmmalloc/config.hpp"
 
 namespace vmm {
@@ -38,18 +40,43 @@ enum class SnapshotDetail {
 };
 
 // The snapshot as JSON text (compact). `reason` says what asked for it:
-// "api", "live", "exit" or "oom". Throws std::bad_alloc only.
+// "api", "live", "exit" or "oom". Bytes that are not UTF-8 (in a workspace
+// name, the command line, ...) are replaced by U+FFFD. Throws std::bad_alloc
+// only.
 std::string snapshot_json(std::string_view reason, SnapshotDetail detail);
+
+// The same text in pieces, for writers that should not hold all of it (the
+// live socket, snapshot files): the document up to its event list, then the
+// events a batch at a time (each written straight to text, with no JSON
+// tree), then the closing brackets. The snapshot is taken when this is
+// made; the event ring is copied then (64 bytes an event).
+class SnapshotText {
+ public:
+  // Throws std::bad_alloc only.
+  SnapshotText(std::string_view reason, SnapshotDetail detail);
+  // Sets `piece` to the next piece and returns true, or clears it and
+  // returns false after the last.
+  bool next(std::string& piece);
+
+ private:
+  enum class Stage { head, events, done };
+  Stage stage_ = Stage::head;
+  bool has_events_ = false;  // full detail: the event list follows the head
+  std::string head_;
+  std::vector<Event> events_;
+  std::size_t next_event_ = 0;
+};
 
 // `path` with "%p" replaced by the process id and "%%" by "%". Throws
 // InvalidArgumentError for an empty path or any other "%" sequence.
 std::string expand_snapshot_path(std::string_view path);
 
-// Writes snapshot_json(reason, full) to expand_snapshot_path(path): to a
-// temporary file beside it, then renamed, so a reader never sees half a
-// snapshot. Returns the path written. Throws InvalidArgumentError (bad
-// path) or Error with VMM_ERROR_INTERNAL status naming the path and the
-// system error.
+// Writes snapshot_json(reason, full) to expand_snapshot_path(path) through
+// a PrivateFile (private_file.hpp): a temporary file of a random name beside
+// it, mode 0600, renamed into place, so a reader never sees half a snapshot
+// and a link planted at either name is never written through. Returns the
+// path written. Throws InvalidArgumentError naming the path and the system
+// error (or the bad path).
 std::string write_snapshot_file(std::string_view path, std::string_view reason);
 
 // The process configuration observability was started with, or nullptr

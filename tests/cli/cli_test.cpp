@@ -48,177 +48,11 @@
 #include <thread>
 #include <vector>
 
+#include "cli_harness.hpp"
+
 namespace {
 
-using Json = nlohmann::json;
-constexpr int kSkip = 77;
-constexpr std::uint64_t MiB = 1ull << 20;
-
-int g_failures = 0;
-
-#define EXPECT(cond, what)                                                        \
-  do {                                                                            \
-    if (!(cond)) {                                                                \
-      ++g_failures;                                                               \
-      std::fprintf(stderr, "FAILED %s:%d: %s\n  %s\n", __FILE__, __LINE__, #cond, \
-                   std::string(what).c_str());                                    \
-    }                                                                             \
-  } while (0)
-
-struct Paths {
-  std::string vmmctl;
-  std::string workload;
-  std::string dir;   // the test's own temporary directory
-  std::string conf;  // VMMALLOC_CONF for every process
-};
-Paths g;
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
-}
-
-// ------------------------------------------------------------ processes
-
-struct Spawned {
-  pid_t pid = -1;
-  int in = -1;   // the child's stdin
-  int out = -1;  // the child's stdout
-  int err = -1;  // the child's stderr
-};
-
-// Starts argv with VMMALLOC_CONF set, as `uid` if given (root drops to it).
-Spawned spawn(const std::vector<std::string>& argv, std::optional<uid_t> uid = std::nullopt,
-              const std::string& conf = g.conf) {
-  int pin[2], pout[2], perr[2];
-  if (::pipe(pin) != 0 || ::pipe(pout) != 0 || ::pipe(perr) != 0) std::abort();
-  const pid_t pid = ::fork();
-  if (pid < 0) std::abort();
-  if (pid == 0) {
-    ::dup2(pin[0], 0);
-    ::dup2(pout[1], 1);
-    ::dup2(perr[1], 2);
-    for (int fd : {pin[0], pin[1], pout[0], pout[1], perr[0], perr[1]}) ::close(fd);
-    if (uid) {
-      const passwd* pw = ::getpwuid(*uid);
-      const gid_t gid = pw != nullptr ? pw->pw_gid : *uid;
-      if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(*uid) != 0) {
-        std::perror("dropping privileges");
-        ::_exit(126);
-      }
-    }
-    ::setenv("VMMALLOC_CONF", conf.c_str(), 1);
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    ::execv(args[0], args.data());
-    std::perror(args[0]);
-    ::_exit(127);
-  }
-  ::close(pin[0]);
-  ::close(pout[1]);
-  ::close(perr[1]);
-  return {pid, pin[1], pout[0], perr[0]};
-}
-
-struct Result {
-  int rc = -1;
-  std::string out;
-  std::string err;
-};
-
-// Reads both pipes to their ends, then reaps the child.
-Result finish(Spawned& s) {
-  Result r;
-  if (s.in >= 0) ::close(s.in);
-  s.in = -1;
-  pollfd fds[2] = {{s.out, POLLIN, 0}, {s.err, POLLIN, 0}};
-  int open = 2;
-  char buf[65536];
-  while (open > 0) {
-    if (::poll(fds, 2, 60000) <= 0) break;
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-      const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
-      if (n <= 0) {
-        ::close(fds[i].fd);
-        fds[i].fd = -1;
-        --open;
-        continue;
-      }
-      (i == 0 ? r.out : r.err).append(buf, static_cast<std::size_t>(n));
-    }
-  }
-  for (const pollfd& p : fds) {
-    if (p.fd >= 0) ::close(p.fd);
-  }
-  int status = 0;
-  ::waitpid(s.pid, &status, 0);
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
-
-Result run(const std::vector<std::string>& argv, std::optional<uid_t> uid = std::nullopt,
-           const std::string& conf = g.conf) {
-  Spawned s = spawn(argv, uid, conf);
-  return finish(s);
-}
-
-Result vmmctl(std::vector<std::string> args, std::optional<uid_t> uid = std::nullopt) {
-  args.insert(args.begin(), g.vmmctl);
-  return run(args, uid);
-}
-
-// One line from the child's stdout (without the newline), waiting at most
-// `seconds`; "" on timeout or EOF.
-std::string read_line(int fd, double seconds) {
-  std::string line;
-  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < end) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 100) <= 0) continue;
-    char c;
-    if (::read(fd, &c, 1) != 1) return line;
-    if (c == '\n') return line;
-    line += c;
-  }
-  return line;
-}
-
-// A workload serving its socket until finish() closes its stdin.
-struct Served {
-  Spawned proc;
-  pid_t pid = -1;
-};
-
-Served serve(std::vector<std::string> extra, std::optional<uid_t> uid = std::nullopt,
-             const std::string& conf = g.conf) {
-  std::vector<std::string> argv{g.workload, "--serve", "120"};
-  argv.insert(argv.end(), extra.begin(), extra.end());
-  Served s{spawn(argv, uid, conf), -1};
-  const std::string line = read_line(s.proc.out, 60);
-  if (line.rfind("ready ", 0) != 0) {
-    Result r = finish(s.proc);
-    std::fprintf(stderr, "the workload did not start: '%s' (exit %d): %s\n", line.c_str(), r.rc,
-                 r.err.c_str());
-    std::exit(1);
-  }
-  s.pid = static_cast<pid_t>(std::stol(line.substr(6)));
-  return s;
-}
-
-bool one_line_error(const Result& r) {
-  return r.err.rfind("vmmctl: ", 0) == 0 && r.err.find('\n') == r.err.size() - 1;
-}
-
-std::string describe(const Result& r) {
-  return "exit " + std::to_string(r.rc) + ", stderr: " + r.err +
-         ", stdout: " + r.out.substr(0, 400);
-}
+using namespace cli;
 
 // ---------------------------------------------------------------- checks
 
@@ -668,47 +502,12 @@ int case_other_user() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    std::fprintf(stderr, "usage: vmmctl_cli_test CASE VMMCTL WORKLOAD\n");
-    return 2;
-  }
-  const std::string which = argv[1];
-  g.vmmctl = argv[2];
-  g.workload = argv[3];
-  char templ[] = "/tmp/vmmctl-test-XXXXXX";
-  if (::mkdtemp(templ) == nullptr) {
-    std::perror("mkdtemp");
-    return 1;
-  }
-  g.dir = templ;
-  g.conf = "backend:host,host_device_memory:4G,live_socket_dir:" + g.dir;
-  ::signal(SIGPIPE, SIG_IGN);
-
-  const std::map<std::string, std::function<int()>> cases{{"show", case_show},
-                                                          {"map", case_map},
-                                                          {"live", case_live},
-                                                          {"churn", case_churn},
-                                                          {"exit_snapshot", case_exit_snapshot},
-                                                          {"errors", case_errors},
-                                                          {"other_user", case_other_user}};
-  auto it = cases.find(which);
-  int rc = 2;
-  if (it == cases.end()) {
-    std::fprintf(stderr, "unknown case %s\n", which.c_str());
-  } else {
-    try {
-      rc = it->second();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "FAILED: %s: %s\n", which.c_str(), e.what());
-      rc = 1;
-    }
-  }
-  run({"/bin/rm", "-rf", g.dir});
-  if (rc == kSkip) return kSkip;
-  if (rc != 0 || g_failures != 0) {
-    std::fprintf(stderr, "%s: %d check(s) failed\n", which.c_str(), g_failures);
-    return 1;
-  }
-  std::printf("%s: all checks passed\n", which.c_str());
-  return 0;
+  return cli::run_case(argc, argv,
+                       {{"show", case_show},
+                        {"map", case_map},
+                        {"live", case_live},
+                        {"churn", case_churn},
+                        {"exit_snapshot", case_exit_snapshot},
+                        {"errors", case_errors},
+                        {"other_user", case_other_user}});
 }

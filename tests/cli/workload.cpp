@@ -6,7 +6,7 @@
 // freeing all the while (--churn) like a training loop.
 //
 //   vmmctl_workload [--device N] [--expect FILE] [--snapshot FILE]
-//                   [--serve SECONDS] [--churn]
+//                   [--serve SECONDS] [--churn] [--odd-name] [--tag TEXT]
 //
 // What it makes, on `device` (default -1: the current one; the host backend
 // where there is no GPU), with allocation events on:
@@ -15,6 +15,8 @@
 //   an unnamed workspace of capacity 8 MiB, never grown
 //   heap blocks of 100 B, 4 KiB, 700000 B, 1 MiB, 3 MiB + 5 B and 20 MiB,
 //   then the 4 KiB and 3 MiB + 5 B ones freed
+// --odd-name names the unnamed workspace with bytes that are not UTF-8;
+// --tag TEXT does nothing (it puts TEXT in the command line).
 // --serve prints "ready <pid>" once all that is done and then waits until
 // stdin closes or SECONDS pass. Exit status 0, or 1 with a message.
 #include <poll.h>
@@ -45,6 +47,7 @@ struct Options {
   std::string snapshot;
   double serve_s = 0;
   bool churn = false;
+  bool odd_name = false;
 };
 
 Options parse(int argc, char** argv) {
@@ -65,10 +68,14 @@ Options parse(int argc, char** argv) {
       o.serve_s = std::stod(value());
     } else if (a == "--churn") {
       o.churn = true;
+    } else if (a == "--odd-name") {
+      o.odd_name = true;
+    } else if (a == "--tag") {
+      value();
     } else {
       throw std::invalid_argument("unknown argument " + a +
                                   " (valid: --device N, --expect FILE, --snapshot FILE, "
-                                  "--serve SECONDS, --churn)");
+                                  "--serve SECONDS, --churn, --odd-name, --tag TEXT)");
     }
   }
   return o;
@@ -94,6 +101,7 @@ int run(int argc, char** argv) {
   workspaces.back().grow_to(100 * MiB);
   workspaces.back().shrink_to(40 * MiB, nullptr);
   workspaces.emplace_back(8 * MiB, o.device);
+  if (o.odd_name) workspaces.back().set_name("odd \xff\xfe name");
 
   vmm::Allocator& heap = vmm::Allocator::instance(workspaces.front().device());
   const std::vector<std::size_t> sizes{100, 4096, 700000, MiB, 3 * MiB + 5, 20 * MiB};
@@ -133,7 +141,10 @@ int run(int argc, char** argv) {
   expect["in_use_bytes"] = in_use;
 
   if (!o.expect.empty()) {
-    std::ofstream(o.expect) << expect.dump(1) << "\n";
+    // Bytes that are not UTF-8 (--odd-name) as U+FFFD, as the snapshot has them.
+    std::ofstream(o.expect) << expect.dump(1, ' ', false,
+                                           nlohmann::ordered_json::error_handler_t::replace)
+                            << "\n";
   }
   if (!o.snapshot.empty() && vmm_snapshot_write(o.snapshot.c_str()) != VMM_SUCCESS) {
     std::fprintf(stderr, "vmmctl_workload: %s\n", vmm_last_error());

@@ -4,9 +4,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "allocator/observe/live_socket.hpp"
 #include "tests/common/catch.hpp"
 #include "tools/trace/trace_reader.hpp"
 #include "vmmalloc/config.hpp"
@@ -78,4 +80,37 @@ TEST_CASE("trace: fuzz corpus and regressions parse or fail cleanly", "[trace][f
   }
   CHECK(parsed > 0);
   CHECK(rejected > 0);
+}
+
+TEST_CASE("live socket: request fuzz corpus and regressions are answered", "[snapshot][fuzz]") {
+  const std::vector<std::filesystem::path> files = inputs_of("live_request_fuzzer");
+  REQUIRE(files.size() >= 5);
+  int accepted = 0;
+  int refused = 0;
+  for (const auto& file : files) {
+    INFO("input " << file.filename().string());
+    const std::string input = read_file(file);
+    if (input.empty()) continue;
+    // As the fuzzer reads it: the first byte's low bit says the client closes.
+    vmm::live::RequestReader reader;
+    reader.feed(std::string_view(input).substr(1));
+    if ((input[0] & 1) != 0) reader.end_of_input();
+    CHECK(reader.line().size() <= vmm::live::kMaxRequest);
+    if (reader.state() != vmm::live::RequestReader::State::complete) {
+      ++refused;
+      continue;
+    }
+    const vmm::live::Request req = vmm::live::parse_request(reader.line());
+    if (req.kind != vmm::live::Request::Kind::bad) {
+      ++accepted;
+      continue;
+    }
+    const nlohmann::json reply = nlohmann::json::parse(
+        vmm::live::error_reply(vmm::live::kErrorBadRequest, req.message), nullptr, false);
+    CHECK(reply.is_object());
+    CHECK(reply.value("error", "") == "bad_request");
+    ++refused;
+  }
+  CHECK(accepted > 0);
+  CHECK(refused > 0);
 }

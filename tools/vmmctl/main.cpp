@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <exception>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -54,10 +55,13 @@ constexpr const char* kUsage =
     "/tmp)\n"
     "  --socket PATH              ask this socket instead of finding a PID's\n"
     "  --timeout SECONDS          how long to wait for a live process (default 10)\n"
+    "  --max-input BYTES          read at most this much of a snapshot (default 256M, or\n"
+    "                             VMMCTL_MAX_INPUT); K, M, G suffixes\n"
     "\n"
     "A PID|FILE argument is a PID if it is all digits and no such file exists; - is stdin.\n"
     "exit status: 0 ok, 1 error, 2 usage, 3 malformed or truncated snapshot, 4 unknown schema\n"
-    "version, 5 no such process, 6 another user's process or socket, 7 process serves no socket\n";
+    "version, 5 no such process, 6 another user's process, socket or socket directory,\n"
+    "7 process serves no socket\n";
 
 [[noreturn]] void usage_error(const std::string& message) {
   throw CliError(vmmctl::kUsage, message + " (vmmctl --help for usage)");
@@ -93,18 +97,30 @@ struct CommandSpec {
 
 const std::map<std::string, CommandSpec>& commands() {
   static const std::map<std::string, CommandSpec> table{
-      {"ps", {0, 0, "", {"--json", "--socket-dir", "--timeout"}}},
+      {"ps", {0, 0, "", {"--json", "--socket-dir", "--timeout", "--max-input"}}},
       {"show",
        {1,
         1,
         "PID|FILE",
-        {"--json", "-o", "--blocks", "--events", "--socket-dir", "--socket", "--timeout"}}},
+        {"--json", "-o", "--blocks", "--events", "--socket-dir", "--socket", "--timeout",
+         "--max-input"}}},
       {"map",
-       {1, 1, "PID|FILE", {"--json", "-o", "--width", "--socket-dir", "--socket", "--timeout"}}},
+       {1,
+        1,
+        "PID|FILE",
+        {"--json", "-o", "--width", "--socket-dir", "--socket", "--timeout", "--max-input"}}},
       {"top",
-       {1, 1, "PID", {"--json", "--interval", "--count", "--socket-dir", "--socket", "--timeout"}}},
-      {"diff", {2, 2, "A B", {"--json", "-o", "--socket-dir", "--timeout"}}},
-      {"html", {1, 1, "PID|FILE", {"--json", "-o", "--socket-dir", "--socket", "--timeout"}}},
+       {1,
+        1,
+        "PID",
+        {"--json", "--interval", "--count", "--socket-dir", "--socket", "--timeout",
+         "--max-input"}}},
+      {"diff", {2, 2, "A B", {"--json", "-o", "--socket-dir", "--timeout", "--max-input"}}},
+      {"html",
+       {1,
+        1,
+        "PID|FILE",
+        {"--json", "-o", "--socket-dir", "--socket", "--timeout", "--max-input"}}},
   };
   return table;
 }
@@ -113,6 +129,7 @@ Options parse(const std::string& command, int argc, char** argv) {
   const CommandSpec& spec = commands().at(command);
   Options o;
   std::string socket_base;
+  std::optional<std::size_t> max_input;
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
     if (a.size() > 1 && a[0] == '-' && a != "-") {
@@ -146,6 +163,9 @@ Options parse(const std::string& command, int argc, char** argv) {
         o.source.socket_path = v;
       } else if (a == "--timeout") {
         o.source.timeout_ms = static_cast<int>(seconds_value(a, v) * 1000);
+      } else if (a == "--max-input") {
+        max_input = vmmctl::parse_byte_count(v);
+        if (!max_input) usage_error("--max-input takes a byte count like 512M, not '" + v + "'");
       }
       continue;
     }
@@ -161,6 +181,7 @@ Options parse(const std::string& command, int argc, char** argv) {
                 (spec.max_args == 0 ? std::string("no arguments") : std::string()));
   }
   o.source.socket_base = socket_base.empty() ? vmmctl::default_socket_base() : socket_base;
+  o.source.max_input = max_input ? *max_input : vmmctl::default_max_input();
   return o;
 }
 

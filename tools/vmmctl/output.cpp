@@ -2,11 +2,10 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
+#include <system_error>
 
+#include "allocator/observe/private_file.hpp"  // internal: not public API
 #include "tools/vmmctl/commands.hpp"
 #include "tools/vmmctl/exit_codes.hpp"
 
@@ -18,21 +17,14 @@ void emit(const Options& o, const std::string& text) {
     std::fflush(stdout);
     return;
   }
-  const std::string tmp = *o.output + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw CliError(kError, "cannot write " + *o.output + ": " + std::strerror(errno));
-    out << text;
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw CliError(kError, "writing " + *o.output + " failed");
-    }
-  }
-  if (std::rename(tmp.c_str(), o.output->c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    throw CliError(kError, "cannot write " + *o.output + ": " + std::strerror(err));
+  // Through a private temporary file (mode 0600, a name no one can plant a
+  // link at), renamed into place: the output holds a snapshot's contents.
+  try {
+    vmm::PrivateFile file(*o.output);
+    file.write(text);
+    file.commit();
+  } catch (const std::system_error& e) {
+    throw CliError(kError, "cannot write " + *o.output + ": " + e.what());
   }
 }
 

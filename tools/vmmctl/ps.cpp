@@ -1,13 +1,17 @@
 // vmmctl ps: the processes of this user that serve a vmmalloc socket, one
 // row per device: PID, device, backend, in use, mapped, cached, pending,
-// physical, command. Sockets whose process is gone are skipped (and
-// counted); a process that does not answer is listed with the reason.
+// physical, command. The socket directories (live::socket_directories) are
+// checked first: one that is not this user's, or that others may write to,
+// is refused (its sockets could be forged). Sockets whose process is gone
+// are skipped (and counted); a process that does not answer is listed with
+// the reason.
 #include <dirent.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -29,18 +33,30 @@ std::string command_text(const Json& process) {
   return out;
 }
 
+// The PIDs of the sockets in this user's socket directories.
+std::vector<pid_t> socket_pids(const std::vector<std::string>& dirs) {
+  std::set<pid_t> pids;
+  for (const std::string& dir : dirs) {
+    const std::string problem = vmm::live::client_directory_problem(dir, ::geteuid());
+    if (!problem.empty()) throw CliError(kOtherUser, "refused: " + problem);
+    if (DIR* d = ::opendir(dir.c_str())) {
+      while (dirent* e = ::readdir(d)) {
+        if (auto pid = vmm::live::pid_of_socket_name(e->d_name)) pids.insert(*pid);
+      }
+      ::closedir(d);
+    }
+  }
+  return {pids.begin(), pids.end()};
+}
+
 }  // namespace
 
 int cmd_ps(const Options& o) {
-  const std::string dir = vmm::live::socket_directory(o.source.socket_base, ::geteuid());
-  std::vector<pid_t> pids;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      if (auto pid = vmm::live::pid_of_socket_name(e->d_name)) pids.push_back(*pid);
-    }
-    ::closedir(d);
-  }
-  std::sort(pids.begin(), pids.end());
+  const std::vector<std::string> dirs =
+      vmm::live::socket_directories(o.source.socket_base, ::geteuid());
+  const std::vector<pid_t> pids = socket_pids(dirs);
+  std::string dir;  // for messages: the directories looked in
+  for (const std::string& d : dirs) dir += (dir.empty() ? "" : " and ") + d;
 
   Json processes = Json::array();
   Json stale = Json::array();
@@ -95,11 +111,12 @@ int cmd_ps(const Options& o) {
 
   if (o.json) {
     Json out = Json::object();
-    out["socket_directory"] = dir;
+    out["socket_directory"] = dirs.front();
+    out["socket_directories"] = dirs;
     out["processes"] = std::move(processes);
     out["stale_sockets"] = std::move(stale);
     out["unreachable"] = std::move(unreachable);
-    emit(o, out.dump() + "\n");
+    emit(o, out.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n");
     return kOk;
   }
   std::string text;

@@ -1,16 +1,15 @@
 // Snapshot sources and the schema check. See snapshot_source.hpp.
 #include "tools/vmmctl/snapshot_source.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <iostream>
-#include <iterator>
-#include <sstream>
 
 // Internal: the live socket protocol and the snapshot schema version, not public API.
 #include "allocator/observe/live_socket.hpp"
@@ -229,10 +228,103 @@ void check_snapshot(const Json& s, const std::string& origin) {
   }
 }
 
-std::string read_all(std::istream& in) {
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+// Reads `fd` to its end, at most `limit` bytes. It stops at once when the
+// first byte that is not white space is not '{' (a snapshot is an object):
+// /dev/zero or a stream of '[' fails after one read.
+std::string read_bounded(int fd, const std::string& origin, std::size_t limit) {
+  std::string text;
+  char buf[65536];
+  bool sniffed = false;
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw CliError(kError, "cannot read " + origin + ": " + std::strerror(errno));
+    }
+    if (n == 0) return text;
+    if (text.size() + static_cast<std::size_t>(n) > limit) {
+      throw CliError(kMalformed, origin + ": the input is larger than " + std::to_string(limit) +
+                                     " bytes (--max-input or VMMCTL_MAX_INPUT raises the limit)");
+    }
+    text.append(buf, static_cast<std::size_t>(n));
+    if (sniffed) continue;
+    const std::size_t first = text.find_first_not_of(" \t\r\n");
+    if (first == std::string::npos) continue;
+    sniffed = true;
+    if (text[first] != '{') {
+      char what[16];
+      std::snprintf(what, sizeof what, "byte 0x%02x",
+                    static_cast<unsigned>(static_cast<unsigned char>(text[first])));
+      throw CliError(
+          kMalformed,
+          origin + ": malformed snapshot: not a JSON object (it starts with " + what + ")");
+    }
+  }
+}
+
+// Refuses text that nests arrays and objects deeper than kMaxDepth before
+// it is parsed: the parser would build every level (10 MiB of '[' took
+// 790 MB).
+void check_depth(const std::string& text, const std::string& origin) {
+  int depth = 0;
+  bool in_string = false;
+  bool escaped = false;
+  for (const char ch : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (ch == '\\') {
+        escaped = true;
+      } else if (ch == '"') {
+        in_string = false;
+      }
+    } else if (ch == '"') {
+      in_string = true;
+    } else if (ch == '[' || ch == '{') {
+      if (++depth > kMaxDepth) {
+        throw CliError(kMalformed, origin + ": malformed snapshot: nested deeper than " +
+                                       std::to_string(kMaxDepth) + " levels");
+      }
+    } else if (ch == ']' || ch == '}') {
+      --depth;
+    }
+  }
+}
+
+// The socket of `pid` (a process of `owner`): the first of its candidate
+// directories holding one. Every directory looked in must be `owner`'s and
+// writable by no one else, or it is refused: anyone who can put a socket
+// there can forge snapshots.
+std::string find_socket(pid_t pid, const std::string& base, uid_t owner,
+                        const std::string& origin) {
+  const std::vector<std::string> dirs = vmm::live::socket_directories(base, owner);
+  for (const std::string& dir : dirs) {
+    const std::string problem = vmm::live::client_directory_problem(dir, owner);
+    if (!problem.empty()) throw CliError(kOtherUser, origin + ": refused: " + problem);
+    const std::string path = vmm::live::socket_path(dir, pid);
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) return path;
+  }
+  return vmm::live::socket_path(dirs.back(), pid);  // none: the request says so
+}
+
+// The server must run as `uid` and, if `pid` is set, be that process.
+void check_peer(const vmm::live::Reply& reply, uid_t uid, std::optional<pid_t> pid,
+                const std::string& origin, const std::string& path) {
+  if (!reply.peer_known) {
+    throw CliError(kError, origin + ": cannot read the credentials of the server at " + path);
+  }
+  if (reply.peer_uid != uid) {
+    throw CliError(kOtherUser, origin + ": refused: the socket " + path + " is served by uid " +
+                                   std::to_string(reply.peer_uid) + " (pid " +
+                                   std::to_string(reply.peer_pid) + "), not by uid " +
+                                   std::to_string(uid));
+  }
+  if (pid && reply.peer_pid != *pid) {
+    throw CliError(kNotServing, origin + ": the socket " + path + " is served by pid " +
+                                    std::to_string(reply.peer_pid) + ", not by pid " +
+                                    std::to_string(*pid) + " (left by another process, or forged)");
+  }
 }
 
 // The uid owning process `pid` (its /proc entry's owner); nullopt if unknown.
@@ -255,7 +347,42 @@ std::string default_socket_base() {
   }
 }
 
-Json parse_snapshot(const std::string& text, const std::string& origin) {
+std::optional<std::size_t> parse_byte_count(const std::string& text) {
+  std::size_t i = 0;
+  std::size_t value = 0;
+  for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
+    if (value > (SIZE_MAX - 9) / 10) return std::nullopt;
+    value = value * 10 + static_cast<std::size_t>(text[i] - '0');
+  }
+  if (i == 0) return std::nullopt;
+  std::string unit = text.substr(i);
+  for (char& ch : unit) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  int shift = -1;
+  if (unit.empty() || unit == "B") shift = 0;
+  for (const auto& [name, bits] : {std::pair{"K", 10}, std::pair{"M", 20}, std::pair{"G", 30}}) {
+    if (unit == name || unit == std::string(name) + "B" || unit == std::string(name) + "IB") {
+      shift = bits;
+    }
+  }
+  if (shift < 0 || value == 0 || value > (SIZE_MAX >> shift)) return std::nullopt;
+  return value << shift;
+}
+
+std::size_t default_max_input() {
+  const char* env = std::getenv("VMMCTL_MAX_INPUT");
+  if (env == nullptr || *env == '\0') return kDefaultMaxInput;
+  const std::optional<std::size_t> n = parse_byte_count(env);
+  if (!n) {
+    throw CliError(kUsage,
+                   std::string("VMMCTL_MAX_INPUT takes a byte count like 512M, not '") + env + "'");
+  }
+  return *n;
+}
+
+namespace {
+
+Json parse_json(const std::string& text, const std::string& origin) {
+  check_depth(text, origin);
   Json doc;
   try {
     doc = Json::parse(text);
@@ -272,6 +399,13 @@ Json parse_snapshot(const std::string& text, const std::string& origin) {
     // (found by tests/fuzz/snapshot_fuzzer).
     throw CliError(kMalformed, origin + ": malformed snapshot: " + e.what());
   }
+  return doc;
+}
+
+}  // namespace
+
+Json parse_snapshot(const std::string& text, const std::string& origin) {
+  Json doc = parse_json(text, origin);
   check_snapshot(doc, origin);
   return doc;
 }
@@ -285,82 +419,125 @@ bool is_pid_spec(const std::string& spec) {
   return ::stat(spec.c_str(), &st) != 0;  // a file of that name wins
 }
 
-Snapshot fetch_live(pid_t pid, const SourceOptions& options, std::string_view request) {
+namespace {
+
+// Where to ask, who must answer, and how to name it in messages.
+struct Target {
   std::string path;
   std::string origin;
+  uid_t uid = 0;             // the server's uid
+  std::optional<pid_t> pid;  // the server's pid (asked by PID)
+};
+
+Target locate(pid_t pid, const SourceOptions& options) {
+  Target t;
+  t.uid = ::geteuid();
   if (options.socket_path) {
-    path = *options.socket_path;
-    origin = "socket " + path;
-  } else {
-    origin = "pid " + std::to_string(pid);
-    if (!running(pid))
-      throw CliError(kNoProcess, "process " + std::to_string(pid) + " is not running");
-    const uid_t me = ::geteuid();
-    const uid_t owner = process_owner(pid).value_or(me);
-    if (owner != me && me != 0) {
-      throw CliError(kOtherUser, "process " + std::to_string(pid) + " belongs to uid " +
-                                     std::to_string(owner) +
-                                     ", and vmmalloc serves each "
-                                     "process's snapshots to its own user only (you are uid " +
-                                     std::to_string(me) + ")");
-    }
-    path = vmm::live::socket_path(vmm::live::socket_directory(options.socket_base, owner), pid);
+    t.path = *options.socket_path;
+    t.origin = "socket " + t.path;
+    return t;
   }
-  const vmm::live::Reply reply = vmm::live::request(path, request, options.timeout_ms);
+  t.origin = "pid " + std::to_string(pid);
+  t.pid = pid;
+  if (!running(pid))
+    throw CliError(kNoProcess, "process " + std::to_string(pid) + " is not running");
+  const uid_t owner = process_owner(pid).value_or(t.uid);
+  if (owner != t.uid && t.uid != 0) {
+    throw CliError(kOtherUser, "process " + std::to_string(pid) + " belongs to uid " +
+                                   std::to_string(owner) +
+                                   ", and vmmalloc serves each "
+                                   "process's snapshots to its own user only (you are uid " +
+                                   std::to_string(t.uid) + ")");
+  }
+  t.uid = owner;  // root asks as the owner's peer; the server refuses root itself
+  t.path = find_socket(pid, options.socket_base, owner, t.origin);
+  return t;
+}
+
+// Throws the CliError for a request that got no reply.
+void check_status(const vmm::live::Reply& reply, const Target& t) {
   using Status = vmm::live::Reply::Status;
+  const bool gone = t.pid && !running(*t.pid);
   switch (reply.status) {
     case Status::ok:
-      break;
+      return;
     case Status::no_socket:
-      if (!options.socket_path && !running(pid)) {
-        throw CliError(kNoProcess, "process " + std::to_string(pid) + " is not running");
-      }
+      if (gone) throw CliError(kNoProcess, "process " + std::to_string(*t.pid) + " is not running");
       throw CliError(kNotServing,
-                     origin + " has no vmmalloc socket at " + path +
+                     t.origin + " has no vmmalloc socket at " + t.path +
                          " (it does not use vmmalloc, has not used a device yet, runs with "
                          "live_socket:off, or another live_socket_dir)");
     case Status::permission_denied:
-      throw CliError(kOtherUser, origin + ": the socket " + path + " belongs to another user (" +
-                                     reply.message + ")");
+      throw CliError(kOtherUser, t.origin + ": the socket " + t.path +
+                                     " belongs to another user (" + reply.message + ")");
     case Status::refused:
-      if (!options.socket_path && !running(pid)) {
-        throw CliError(kNoProcess, "process " + std::to_string(pid) + " is not running");
-      }
-      throw CliError(kNotServing, origin + ": nothing answers on " + path +
+      if (gone) throw CliError(kNoProcess, "process " + std::to_string(*t.pid) + " is not running");
+      throw CliError(kNotServing, t.origin + ": nothing answers on " + t.path +
                                       " (a socket left by an earlier process?)");
+    case Status::too_large:
+      throw CliError(kMalformed, t.origin + ": " + reply.message +
+                                     " (--max-input or VMMCTL_MAX_INPUT raises the limit)");
     case Status::timed_out:
     case Status::failed:
-      throw CliError(kError, origin + ": " + reply.message);
+      break;
   }
+  throw CliError(kError, t.origin + ": " + reply.message);
+}
+
+}  // namespace
+
+Snapshot fetch_live(pid_t pid, const SourceOptions& options, std::string_view request) {
+  const Target t = locate(pid, options);
+  const vmm::live::Reply reply =
+      vmm::live::request(t.path, request, options.timeout_ms, options.max_input);
+  check_status(reply, t);
+  check_peer(reply, t.uid, t.pid, t.origin, t.path);
+  const Json doc = parse_json(reply.body, t.origin);
   // An error object rather than a snapshot?
-  try {
-    const Json j = Json::parse(reply.body);
-    if (j.is_object() && j.contains("error") && j["error"].is_string()) {
-      const std::string code = j["error"];
-      const std::string msg = j.value("message", std::string());
-      if (code == vmm::live::kErrorPermissionDenied) {
-        throw CliError(kOtherUser, origin + ": refused: " + msg);
-      }
-      throw CliError(kError, origin + ": " + code + ": " + msg);
+  if (doc.is_object() && doc.contains("error") && doc["error"].is_string()) {
+    const std::string code = doc["error"];
+    const std::string msg = doc.contains("message") && doc["message"].is_string()
+                                ? doc["message"].get<std::string>()
+                                : std::string();
+    if (code == vmm::live::kErrorPermissionDenied) {
+      throw CliError(kOtherUser, t.origin + ": refused: " + msg);
     }
-  } catch (const Json::parse_error&) {
-    // Not JSON at all: parse_snapshot says how.
+    throw CliError(kError, t.origin + ": " + code + ": " + msg);
   }
-  return {parse_snapshot(reply.body, origin), origin};
+  check_snapshot(doc, t.origin);
+  // The snapshot of the process asked for (or of the one serving the socket).
+  const long long want = t.pid ? *t.pid : reply.peer_pid;
+  const long long got = doc["process"]["pid"].get<long long>();
+  if (got != want) {
+    throw CliError(kMalformed, t.origin + ": the socket " + t.path + " holds the snapshot of pid " +
+                                   std::to_string(got) + ", not of pid " + std::to_string(want));
+  }
+  return {doc, t.origin};
 }
 
 Snapshot load_snapshot(const std::string& spec, const SourceOptions& options,
                        std::string_view request) {
   if (options.socket_path) return fetch_live(0, options, request);
-  if (spec == "-") return {parse_snapshot(read_all(std::cin), "stdin"), "stdin"};
+  if (spec == "-") {
+    return {parse_snapshot(read_bounded(STDIN_FILENO, "stdin", options.max_input), "stdin"),
+            "stdin"};
+  }
   if (is_pid_spec(spec)) return fetch_live(static_cast<pid_t>(std::stol(spec)), options, request);
-  std::ifstream in(spec, std::ios::binary);
-  if (!in) {
+  const int fd = ::open(spec.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
     throw CliError(kError, "cannot read " + spec + ": " + std::strerror(errno) +
                                " (give a snapshot file, - for stdin, or a PID)");
   }
   const std::string origin = "file " + spec;
-  return {parse_snapshot(read_all(in), origin), origin};
+  std::string text;
+  try {
+    text = read_bounded(fd, origin, options.max_input);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
+  return {parse_snapshot(text, origin), origin};
 }
 
 }  // namespace vmmctl
