@@ -25,6 +25,7 @@
 #   preload-fence  bench/preload.py with cudafree:fence (not the default), to $OUT only
 #   multi        scripts/gpu_multi.sh (needs 2 GPUs)
 #   ddp          bench/ddp_train.py (needs 2 GPUs)
+#   sleep-bench  the adapter built, then bench/sleep_wake.py (16 GiB live, ~2 min)
 #   diagnose     the adapter built, then bench/diagnostics/memory_speed.py
 #                and bench/diagnostics/handle_cost.py (~2 min)
 # Environment: COMMIT (required: the device's copy has no .git), JOBS, and
@@ -128,6 +129,11 @@ for stage in "$@"; do
           VMMALLOC_TORCH_BUILD_DIR=$PWD/build-gpu-torch/torch-extension PYTHONPATH=$PWD/python &&
         python3 bench/diagnostics/memory_speed.py --rounds 2 &&
         python3 bench/diagnostics/handle_cost.py --sizes 2,16,512,1024 --reps 15' ;;
+    sleep-bench)
+      run_stage sleep-bench bash -c 'scripts/gpu_torch.sh "$COMMIT" build >/dev/null &&
+        export VMMALLOC_LIBRARY_DIR=$PWD/build-gpu-torch/allocator \
+          VMMALLOC_TORCH_BUILD_DIR=$PWD/build-gpu-torch/torch-extension PYTHONPATH=$PWD/python &&
+        python3 bench/sleep_wake.py --commit "$COMMIT" --out "$OUT/sleep_wake.json"' ;;
     *) echo "gpu_session.sh: unknown stage '$stage'" >&2; STATUS=2 ;;
   esac
 done

@@ -65,6 +65,12 @@ std::string tag_name(TagId tag) {
   return r.names[tag];
 }
 
+std::vector<std::string> tag_names() {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  return {r.names.begin() + 1, r.names.end()};
+}
+
 TagId current_tag() noexcept { return t_current; }
 
 void push_tag(TagId tag) {

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "vmmalloc/export.h"
 
@@ -28,6 +29,8 @@ VMM_API TagId tag_id(std::string_view name);
 // The name of `tag` ("" for 0). Throws InvalidArgumentError for an id
 // tag_id() never returned.
 VMM_API std::string tag_name(TagId tag);
+// Every tag made so far, by id (1, 2, ...).
+VMM_API std::vector<std::string> tag_names();
 // The calling thread's innermost tag scope, or 0.
 VMM_API TagId current_tag() noexcept;
 

@@ -22,10 +22,11 @@ vmmalloc itself, whichever way it is used. docs/pytorch.md has the details.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -38,10 +39,14 @@ __all__ = [
     "empty_cache",
     "install",
     "is_installed",
+    "is_sleeping",
     "mem_pool",
     "memory_stats",
     "reset_peak_memory_stats",
+    "sleep",
     "snapshot",
+    "tag",
+    "wake",
 ]
 
 _lock = threading.Lock()
@@ -207,6 +212,78 @@ def empty_cache() -> int:
     GPU work, unlike ``torch.cuda.empty_cache()`` with PyTorch's allocator.
     Returns the bytes handed back or queued to be."""
     return int(_ext().empty_cache(-1))
+
+
+# ---------------------------------------------------------- sleep and wake
+
+
+@contextlib.contextmanager
+def tag(name: str) -> Iterator[None]:
+    """Tag the CUDA memory this thread allocates through vmmalloc inside the
+    block (tags nest; the innermost wins), so that ``sleep(tags=[name])``
+    can hand it back to the GPU and ``wake`` restore it (docs/sleep.md).
+    A CUDA graph captured inside the block keeps its pool under the tag."""
+    if not isinstance(name, str):
+        raise TypeError(f"vmmalloc.torch.tag: name must be a str, not {type(name).__name__}")
+    ext = _ext()
+    ext.tag_push(name)
+    try:
+        yield
+    finally:
+        ext.tag_pop()
+
+
+def _tag_list(tags: str | Iterable[str] | None, what: str) -> list[str]:
+    if tags is None:
+        return list(_ext().tag_names())
+    if isinstance(tags, str):
+        return [tags]
+    out = list(tags)
+    for t in out:
+        if not isinstance(t, str):
+            raise TypeError(f"vmmalloc.torch.{what}: tags must be str, not {type(t).__name__}")
+    return out
+
+
+def sleep(tags: str | Iterable[str] | None = None, mode: str = "offload", *,
+          level: int | None = None) -> dict[str, Any]:
+    """Hand the memory of `tags` (default: every tag) back to the GPU.
+
+    ``mode="offload"`` copies the live tensors' bytes to pinned host memory
+    first; ``"discard"`` drops them (contents undefined after ``wake``).
+    Waits only for the work queued on the streams that used the memory.
+    Addresses stay reserved: every tensor and CUDA graph is valid again
+    after ``wake``. vLLM's levels: ``level=1`` offloads the tag "weights" and
+    discards every other tag, ``level=2`` discards every tag. Returns what
+    was done (bytes copied, device bytes released, seconds copying)."""
+    if level is not None:
+        if level not in (1, 2) or tags is not None:
+            raise ValueError("vmmalloc.torch.sleep: level must be 1 or 2, without tags")
+        every = _tag_list(None, "sleep")
+        keep = ["weights"] if level == 1 and "weights" in every else []
+        report = dict(_ext().sleep(keep, False)) if keep else {}
+        rest = dict(_ext().sleep([t for t in every if t not in keep], True))
+        for k, v in report.items():
+            rest[k] = rest.get(k, 0) + v
+        return rest
+    if mode not in ("offload", "discard"):
+        raise ValueError(f"vmmalloc.torch.sleep: mode must be 'offload' or 'discard', not {mode!r}")
+    return dict(_ext().sleep(_tag_list(tags, "sleep"), mode == "discard"))
+
+
+def wake(tags: str | Iterable[str] | None = None, *, keep_host: bool = False) -> dict[str, Any]:
+    """Map memory back under `tags` (default: every tag) at the same
+    addresses and copy offloaded bytes back. Raises torch.OutOfMemoryError
+    if the GPU has too little free memory: the tag then stays asleep with
+    its host copy, and a later ``wake`` can succeed. ``keep_host=True`` keeps
+    the pinned host buffer for the next sleep (no re-pinning)."""
+    return dict(_ext().wake(_tag_list(tags, "wake"), bool(keep_host)))
+
+
+def is_sleeping(tag: str, device: Any = None) -> bool:
+    """Whether `tag`'s memory on `device` (default: the current one) is asleep."""
+    _require_cuda("is_sleeping()")
+    return bool(_ext().asleep(tag, _device_index(device, "is_sleeping")))
 
 
 # ------------------------------------------------------------- workspaces

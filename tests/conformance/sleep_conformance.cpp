@@ -8,6 +8,8 @@
 // nothing.
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -290,6 +292,9 @@ TEMPLATE_TEST_CASE("sleep: a fault at every driver call of sleep and wake loses 
                                BackendCall::unmap,        BackendCall::release,
                                BackendCall::create,       BackendCall::map,
                                BackendCall::set_access};
+  // Under a sanitizer (VMM_TEST_TIME_SCALE set) every call is slow: the
+  // first positions of each kind only.
+  const std::uint64_t max_n = std::getenv("VMM_TEST_TIME_SCALE") != nullptr ? 3 : 40;
   std::size_t faults = 0;
   for (BackendCall kind : kinds) {
     for (std::uint64_t n = 1;; ++n) {
@@ -327,8 +332,8 @@ TEMPLATE_TEST_CASE("sleep: a fault at every driver call of sleep and wake loses 
       CHECK(h.destroy_context_and_check_no_leak());
       if (!fired) break;  // past the last call of this kind
       ++faults;
-      if (n >= 40) break;
+      if (n >= max_n) break;
     }
   }
-  CHECK(faults > 10);
+  CHECK(faults >= std::size(kinds));
 }

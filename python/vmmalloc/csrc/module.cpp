@@ -12,12 +12,14 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "devices.hpp"
 #include "torch_allocator.hpp"
 #include "torch_workspace.hpp"
 #include "vmmalloc/allocator.hpp"
 #include "vmmalloc/errors.hpp"
+#include "vmmalloc/tags.hpp"
 #include "vmmalloc/vmmalloc.h"
 
 namespace py = pybind11;
@@ -67,6 +69,23 @@ void check(vmm_status status, const char* what) {
 }
 
 cudaStream_t as_stream(std::uintptr_t handle) { return reinterpret_cast<cudaStream_t>(handle); }
+
+py::dict report_dict(const vmm::SleepReport& r) {
+  py::dict d;
+  d["live_bytes"] = r.live_bytes;
+  d["copied_bytes"] = r.copied_bytes;
+  d["device_bytes"] = r.device_bytes;
+  d["pinned_bytes"] = r.pinned_bytes;
+  d["tags_changed"] = r.tags_changed;
+  d["copy_seconds"] = r.copy_seconds;
+  return d;
+}
+
+std::vector<vmm::TagId> tag_ids(const std::vector<std::string>& names) {
+  std::vector<vmm::TagId> ids;
+  for (const std::string& n : names) ids.push_back(vmm::tag_id(n));
+  return ids;
+}
 
 py::dict stats_dict(const vmm::AllocatorStats& s) {
   // Every counter of vmm::AllocatorStats (VMM_ALLOCATOR_STATS in
@@ -144,6 +163,43 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       },
       py::arg("device"));
   m.def("noted_devices", [] { return noted_devices(); });
+  // Sleep and wake (docs/sleep.md): on every device's allocator.
+  m.def(
+      "tag_push",
+      [](const std::string& name) { guarded("tag", [&] { vmm::push_tag(vmm::tag_id(name)); }); },
+      py::arg("name"));
+  m.def("tag_pop", [] { guarded("tag", [] { vmm::pop_tag(); }); });
+  m.def("tag_names", [] { return vmm::tag_names(); });
+  m.def(
+      "sleep",
+      [](const std::vector<std::string>& names, bool discard) {
+        const vmm::SleepReport r = guarded("sleep", [&] {
+          const std::vector<vmm::TagId> ids = tag_ids(names);
+          py::gil_scoped_release no_gil;  // copies take a while; other threads run
+          return vmm::Allocator::sleep_everywhere(
+              ids, discard ? vmm::SleepMode::discard : vmm::SleepMode::offload);
+        });
+        return report_dict(r);
+      },
+      py::arg("tags"), py::arg("discard"));
+  m.def(
+      "wake",
+      [](const std::vector<std::string>& names, bool keep_host) {
+        const vmm::SleepReport r = guarded("wake", [&] {
+          const std::vector<vmm::TagId> ids = tag_ids(names);
+          py::gil_scoped_release no_gil;
+          return vmm::Allocator::wake_everywhere(ids, keep_host);
+        });
+        return report_dict(r);
+      },
+      py::arg("tags"), py::arg("keep_host"));
+  m.def(
+      "asleep",
+      [](const std::string& name, int device) {
+        return guarded("is_sleeping",
+                       [&] { return vmm::Allocator::instance(device).asleep(vmm::tag_id(name)); });
+      },
+      py::arg("tag"), py::arg("device"));
   m.def("snapshot_json", [] {
     char* json = nullptr;
     std::size_t length = 0;
