@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "allocator/backend/host_backend.hpp"
 #include "allocator/backend/host_stream.hpp"
@@ -95,6 +96,25 @@ void HostStreams::synchronize(Stream stream) {
 std::size_t HostStreams::live_streams() const {
   std::lock_guard lock(mutex_);
   return streams_.size();
+}
+
+bool HostStreams::exists(Stream stream) const {
+  if (stream == nullptr) return true;
+  std::lock_guard lock(mutex_);
+  return streams_.count(stream) != 0;
+}
+
+void HostStreams::synchronize_all() {
+  std::vector<std::shared_ptr<HostStream>> all;
+  {
+    std::lock_guard lock(mutex_);
+    all.reserve(streams_.size() + 1);
+    for (const auto& [value, stream] : streams_) all.push_back(stream);
+    if (default_) all.push_back(default_);
+  }
+  for (const std::shared_ptr<HostStream>& s : all) {
+    if (!s->is_worker_thread()) s->wait_for(s->ticket());
+  }
 }
 
 }  // namespace vmm

@@ -37,6 +37,7 @@ constexpr const char* kEnvVar = "VMMALLOC_CONF";
 constexpr std::size_t kGranularity = 2 * MiB;
 constexpr std::size_t kMaxChunkClasses = 24;
 constexpr double kMaxReservationFactor = 64.0;
+constexpr std::size_t kMaxHostDeviceMemory = 1024 * TiB;
 
 template <typename E>
 struct EnumName {
@@ -260,11 +261,14 @@ constexpr Option kOptions[] = {
      [](const Config& c) { return format_named(kBackendNames, c.backend); }},
 
     {{"host_device_memory", "size", "16G",
-      "Total memory of the device the host backend simulates; at least 2M."},
-     "a size of at least 2M, like 16G",
+      "Total memory of the device the host backend simulates; 2M to 1024T."},
+     "a size from 2M to 1024T, like 16G",
      [](Config& c, std::string_view v) { c.host_device_memory = parse_size_value(v); },
      [](const Config& c) {
        if (c.host_device_memory < kGranularity) throw BadValue{"less than 2 MiB"};
+       // Sizes derived from it (va_reservation_factor times it) must fit in
+       // size_t: 1 PiB x 64 is 2^56.
+       if (c.host_device_memory > kMaxHostDeviceMemory) throw BadValue{"more than 1024T (1 PiB)"};
      },
      [](const Config& c) { return format_size(c.host_device_memory); }},
 

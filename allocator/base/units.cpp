@@ -69,6 +69,14 @@ std::string format_bytes(std::size_t bytes) {
   return out;
 }
 
+std::size_t saturating_size(double value) noexcept {
+  // 2^64 exactly: the first double above every size_t.
+  constexpr double kLimit = 18446744073709551616.0;
+  if (!(value >= 1.0)) return 0;  // NaN too
+  if (value >= kLimit) return std::numeric_limits<std::size_t>::max();
+  return static_cast<std::size_t>(value);
+}
+
 std::optional<std::size_t> parse_size(std::string_view text, bool* overflowed) {
   if (overflowed != nullptr) *overflowed = false;
   std::size_t digits = 0;

@@ -25,6 +25,12 @@ constexpr std::size_t align_down(std::size_t n, std::size_t alignment) {
   return n & ~(alignment - 1);
 }
 
+// `value` (a byte count computed in floating point, e.g. a fraction or a
+// multiple of device memory) as a size_t: NaN and values below 1 give 0,
+// values of 2^64 and more give SIZE_MAX. A plain cast of an out-of-range
+// double is undefined behaviour (UBSan's float-cast-overflow).
+std::size_t saturating_size(double value) noexcept;
+
 // For people: "512 MiB", "1.50 GiB", "300 B" - the largest binary unit not
 // above `bytes`, with two decimals unless the size is a whole number of it.
 std::string format_bytes(std::size_t bytes);

@@ -4,13 +4,17 @@
 #include <unistd.h>
 
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <new>
 #include <string>
 
 #include "allocator/base/fork_guard.hpp"
+#include "allocator/capi/c_status.hpp"
+#include "allocator/capi/live_handles.hpp"
 #include "allocator/observe/process_context.hpp"
 #include "allocator/vm/device_context.hpp"
 #include "vmmalloc/allocator.hpp"
@@ -85,7 +89,86 @@ vmm_status null_argument(const char* what) {
   return fail(VMM_ERROR_INVALID_VALUE, (std::string(what) + " is NULL").c_str());
 }
 
+using vmm::capi::HandleKind;
+using vmm::capi::LiveHandles;
+
+// A handle that is not live: destroyed already, or never returned by a
+// create call (live_handles.hpp).
+vmm_status not_live(const char* call, const void* handle, HandleKind kind) {
+  char text[160];
+  std::snprintf(text, sizeof text,
+                "%s: %s handle %p is not live (destroyed already, or not returned by "
+                "vmm_%s_create)",
+                call, vmm::capi::handle_kind_name(kind), handle,
+                kind == HandleKind::workspace          ? "workspace"
+                : kind == HandleKind::workspace_export ? "workspace_export"
+                                                       : "workspace_import");
+  return fail(VMM_ERROR_INVALID_VALUE, text);
+}
+
+// Checks a handle argument: NULL or not live is VMM_ERROR_INVALID_VALUE.
+// VMM_SUCCESS if it may be used.
+vmm_status check_handle(const char* call, const void* handle, HandleKind kind, const char* what) {
+  if (handle == nullptr) return null_argument(what);
+  if (!LiveHandles::get().contains(handle, kind)) return not_live(call, handle, kind);
+  return VMM_SUCCESS;
+}
+
+// Creates a handle with `make` (inside guarded()) and records it as live.
+template <typename T, typename Make>
+vmm_status create_handle(T** out, HandleKind kind, Make&& make) {
+  return guarded([&] {
+    std::unique_ptr<T> handle(make());
+    LiveHandles::get().add(handle.get(), kind);
+    *out = handle.release();
+  });
+}
+
+// Destroys a live handle: `close` (inside guarded()) releases what it holds,
+// then it is deleted. A handle not live is VMM_ERROR_INVALID_VALUE; on a
+// failed close it stays live and the caller's. In a forked child nothing is
+// touched (VMM_ERROR_NOT_SUPPORTED, as every call that reaches the
+// allocator there).
+template <typename T, typename Close>
+vmm_status destroy_handle(const char* call, T* handle, HandleKind kind, Close&& close) {
+  if (handle == nullptr) return VMM_SUCCESS;
+  if (vmm::in_forked_child()) return guarded([] {});
+  LiveHandles::Taken taken = LiveHandles::get().take(handle, kind);
+  if (taken.empty()) return not_live(call, handle, kind);
+  const vmm_status status = guarded([&] { close(*handle); });
+  if (status != VMM_SUCCESS) {
+    LiveHandles::get().put_back(std::move(taken));
+    return status;
+  }
+  delete handle;
+  return VMM_SUCCESS;
+}
+
+// A stream handed to vmm_free or vmm_record_stream must be one work can be
+// queued on: fences are recorded on it later, and a handle that is no
+// stream would leave the block waiting for a device-wide synchronize
+// (heap/stream_use.hpp). Refused before anything changes.
+void check_stream(const char* call, vmm::Allocator& owner, vmm_stream_t stream) {
+  if (stream == nullptr || owner.context().backend().stream_exists(stream)) return;
+  char text[200];
+  std::snprintf(text, sizeof text,
+                "%s: stream %p is no stream of device %d (never created, or destroyed); "
+                "nothing changed",
+                call, static_cast<void*>(stream), owner.device());
+  throw vmm::InvalidArgumentError(text);
+}
+
+constexpr HandleKind kWorkspace = HandleKind::workspace;
+constexpr HandleKind kExport = HandleKind::workspace_export;
+constexpr HandleKind kImport = HandleKind::workspace_import;
+
 }  // namespace
+
+// The other files of the C ABI (c_sleep.cpp) report through the same
+// thread-local message (c_status.hpp).
+vmm_status vmm::capi::set_last_error(vmm_status status, const char* message) noexcept {
+  return fail(status, message);
+}
 
 extern "C" {
 
@@ -126,52 +209,52 @@ vmm_status vmm_backend_name(int device, const char** name) {
 vmm_status vmm_workspace_create(size_t max_bytes, int device, vmm_workspace** out) {
   if (out == nullptr) return null_argument("out");
   *out = nullptr;
-  return guarded([&] { *out = new vmm_workspace{vmm::Workspace(max_bytes, device)}; });
+  return create_handle(out, kWorkspace,
+                       [&] { return new vmm_workspace{vmm::Workspace(max_bytes, device)}; });
 }
 
 vmm_status vmm_workspace_grow(vmm_workspace* ws, size_t new_size) {
-  if (ws == nullptr) return null_argument("workspace");
+  if (vmm_status s = check_handle(__func__, ws, kWorkspace, "workspace")) return s;
   return guarded([&] { ws->workspace.grow_to(new_size); });
 }
 
 vmm_status vmm_workspace_shrink(vmm_workspace* ws, size_t new_size, vmm_stream_t stream) {
-  if (ws == nullptr) return null_argument("workspace");
+  if (vmm_status s = check_handle(__func__, ws, kWorkspace, "workspace")) return s;
   return guarded([&] { ws->workspace.shrink_to(new_size, stream); });
 }
 
 vmm_status vmm_workspace_data(const vmm_workspace* ws, void** data) {
-  if (ws == nullptr) return null_argument("workspace");
+  if (vmm_status s = check_handle(__func__, ws, kWorkspace, "workspace")) return s;
   if (data == nullptr) return null_argument("data");
   *data = ws->workspace.data();
   return VMM_SUCCESS;
 }
 
 vmm_status vmm_workspace_size(const vmm_workspace* ws, size_t* size) {
-  if (ws == nullptr) return null_argument("workspace");
+  if (vmm_status s = check_handle(__func__, ws, kWorkspace, "workspace")) return s;
   if (size == nullptr) return null_argument("size");
   *size = ws->workspace.size();
   return VMM_SUCCESS;
 }
 
 vmm_status vmm_workspace_capacity(const vmm_workspace* ws, size_t* capacity) {
-  if (ws == nullptr) return null_argument("workspace");
+  if (vmm_status s = check_handle(__func__, ws, kWorkspace, "workspace")) return s;
   if (capacity == nullptr) return null_argument("capacity");
   *capacity = ws->workspace.capacity();
   return VMM_SUCCESS;
 }
 
 vmm_status vmm_workspace_mapped_bytes(const vmm_workspace* ws, size_t* mapped) {
-  if (ws == nullptr) return null_argument("workspace");
+  if (vmm_status s = check_handle(__func__, ws, kWorkspace, "workspace")) return s;
   if (mapped == nullptr) return null_argument("mapped");
   *mapped = ws->workspace.mapped_bytes();
   return VMM_SUCCESS;
 }
 
 vmm_status vmm_workspace_destroy(vmm_workspace* ws, vmm_stream_t stream) {
-  if (ws == nullptr) return VMM_SUCCESS;
-  const vmm_status status = guarded([&] { ws->workspace.release(stream); });
-  if (status == VMM_SUCCESS) delete ws;  // on failure the caller still owns it, intact
-  return status;
+  // On failure the caller still owns it, intact.
+  return destroy_handle(__func__, ws, kWorkspace,
+                        [&](vmm_workspace& w) { w.workspace.release(stream); });
 }
 
 vmm_status vmm_malloc(void** ptr, size_t bytes, int device, vmm_stream_t stream) {
@@ -191,6 +274,7 @@ vmm_status vmm_free(void* ptr, vmm_stream_t stream) {
     if (stream == nullptr) {
       owner->deallocate(ptr);
     } else {
+      check_stream("vmm_free", *owner, stream);
       owner->deallocate(ptr, stream);
     }
   });
@@ -202,6 +286,7 @@ vmm_status vmm_record_stream(void* ptr, vmm_stream_t stream) {
     if (owner == nullptr) {
       throw vmm::UnknownPointerError("vmm_record_stream: pointer is not a live vmmalloc block");
     }
+    check_stream("vmm_record_stream", *owner, stream);
     owner->record_stream(ptr, stream);
   });
 }
@@ -266,7 +351,7 @@ vmm_status vmm_set_allocation_events(int enabled) {
 }
 
 vmm_status vmm_workspace_set_name(vmm_workspace* ws, const char* name) {
-  if (ws == nullptr) return null_argument("workspace");
+  if (vmm_status s = check_handle(__func__, ws, kWorkspace, "workspace")) return s;
   if (name == nullptr) return null_argument("name");
   return guarded([&] { ws->workspace.set_name(name); });
 }
@@ -281,23 +366,23 @@ vmm_status vmm_enable_peer_access(int device, int peer) {
 }
 
 vmm_status vmm_workspace_export_create(vmm_workspace* ws, vmm_workspace_export** out) {
-  if (ws == nullptr) return null_argument("workspace");
+  if (vmm_status s = check_handle(__func__, ws, kWorkspace, "workspace")) return s;
   if (out == nullptr) return null_argument("out");
   *out = nullptr;
-  return guarded([&] { *out = new vmm_workspace_export{vmm::WorkspaceExport(ws->workspace)}; });
+  return create_handle(
+      out, kExport, [&] { return new vmm_workspace_export{vmm::WorkspaceExport(ws->workspace)}; });
 }
 
 vmm_status vmm_workspace_export_serve(vmm_workspace_export* ex, int socket) {
-  if (ex == nullptr) {
+  if (vmm_status s = check_handle(__func__, ex, kExport, "export")) {
     if (socket >= 0) ::close(socket);  // taken over even on failure
-    return null_argument("export");
+    return s;
   }
   return guarded([&] { ex->share.serve(socket); });
 }
 
 vmm_status vmm_workspace_export_destroy(vmm_workspace_export* ex) {
-  delete ex;
-  return VMM_SUCCESS;
+  return destroy_handle(__func__, ex, kExport, [](vmm_workspace_export&) {});
 }
 
 vmm_status vmm_workspace_import_create(int socket, int device, vmm_workspace_import** out) {
@@ -306,40 +391,40 @@ vmm_status vmm_workspace_import_create(int socket, int device, vmm_workspace_imp
     return null_argument("out");
   }
   *out = nullptr;
-  return guarded([&] { *out = new vmm_workspace_import{vmm::WorkspaceImport(socket, device)}; });
+  return create_handle(
+      out, kImport, [&] { return new vmm_workspace_import{vmm::WorkspaceImport(socket, device)}; });
 }
 
 vmm_status vmm_workspace_import_update(vmm_workspace_import* im, vmm_stream_t stream) {
-  if (im == nullptr) return null_argument("import");
+  if (vmm_status s = check_handle(__func__, im, kImport, "import")) return s;
   return guarded([&] { im->import.update(stream); });
 }
 
 vmm_status vmm_workspace_import_data(const vmm_workspace_import* im, void** data) {
-  if (im == nullptr) return null_argument("import");
+  if (vmm_status s = check_handle(__func__, im, kImport, "import")) return s;
   if (data == nullptr) return null_argument("data");
   *data = im->import.data();
   return VMM_SUCCESS;
 }
 
 vmm_status vmm_workspace_import_size(const vmm_workspace_import* im, size_t* size) {
-  if (im == nullptr) return null_argument("import");
+  if (vmm_status s = check_handle(__func__, im, kImport, "import")) return s;
   if (size == nullptr) return null_argument("size");
   *size = im->import.size();
   return VMM_SUCCESS;
 }
 
 vmm_status vmm_workspace_import_capacity(const vmm_workspace_import* im, size_t* capacity) {
-  if (im == nullptr) return null_argument("import");
+  if (vmm_status s = check_handle(__func__, im, kImport, "import")) return s;
   if (capacity == nullptr) return null_argument("capacity");
   *capacity = im->import.capacity();
   return VMM_SUCCESS;
 }
 
 vmm_status vmm_workspace_import_destroy(vmm_workspace_import* im, vmm_stream_t stream) {
-  if (im == nullptr) return VMM_SUCCESS;
-  const vmm_status status = guarded([&] { im->import.close(stream); });
-  if (status == VMM_SUCCESS) delete im;  // on failure the caller still owns it, intact
-  return status;
+  // On failure the caller still owns it, intact.
+  return destroy_handle(__func__, im, kImport,
+                        [&](vmm_workspace_import& i) { i.import.close(stream); });
 }
 
 }  // extern "C"

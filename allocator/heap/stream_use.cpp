@@ -1,6 +1,8 @@
 // StreamUse implementation. See stream_use.hpp.
 #include "allocator/heap/stream_use.hpp"
 
+#include <string>
+
 #include "allocator/base/log.hpp"
 #include "vmmalloc/errors.hpp"
 
@@ -45,19 +47,63 @@ bool StreamUse::capturing(Stream stream) {
 }
 
 const Fence* StreamUse::record(Stream stream, PerStream& s) {
-  if (s.retired || capturing(stream)) return nullptr;
+  if (s.retired) return nullptr;  // never touch a destroyed stream's handle
+  std::string failure;
+  try {
+    if (backend_.stream_capturing(stream)) return nullptr;
+  } catch (const Error& err) {
+    failure = std::string("capture query: ") + err.what();  // maybe no stream: asked below
+  }
   // Advance first: frees stamped from now on are not covered by this fence.
   const std::uint64_t e = epoch_.fetch_add(1, std::memory_order_seq_cst) + 1;
-  try {
-    s.pending.emplace_back(e, Fence::record(backend_, stream));
-  } catch (const Error& err) {
-    // A destroyed stream, a broken capture: the memory stays unavailable to
-    // other streams (never unsafe), and the failure is the caller's to see.
-    log(LogLevel::debug, "recording a stream fence failed: %s", err.what());
-    return nullptr;
+  if (failure.empty()) {
+    try {
+      s.pending.emplace_back(e, Fence::record(backend_, stream));
+      ++recorded_;
+      s.unknown = false;  // a stream (again: CUDA may reuse a handle)
+      return &s.pending.back().second;
+    } catch (const Error& err) {
+      failure = err.what();
+    }
   }
-  ++recorded_;
-  return &s.pending.back().second;
+  if (!fence_device_instead(stream, s, e, failure.c_str())) {
+    // A broken capture, a failing driver: the memory stays unavailable to
+    // other streams (never unsafe) until a later fence covers it.
+    log(LogLevel::debug, "no fence on stream %p (its frees stay pending): %s",
+        static_cast<void*>(stream), failure.c_str());
+  }
+  return nullptr;
+}
+
+bool StreamUse::fence_device_instead(Stream stream, PerStream& s, std::uint64_t e,
+                                     const char* why) {
+  try {
+    if (backend_.stream_exists(stream)) return false;
+  } catch (const Error& err) {
+    log(LogLevel::debug, "stream %p: existence query failed: %s", static_cast<void*>(stream),
+        err.what());
+    return false;
+  }
+  if (!s.unknown) {
+    s.unknown = true;
+    ++unknown_streams_;
+    log(LogLevel::warn,
+        "device %d: %p is no stream (never created, or destroyed without vmm_release_stream: "
+        "%s); the memory freed on it is reused after a device-wide synchronize instead",
+        backend_.device(), static_cast<void*>(stream), why);
+  }
+  try {
+    backend_.synchronize_device();
+  } catch (const Error& err) {
+    log(LogLevel::warn,
+        "device %d: synchronizing for the frees on %p failed (they stay "
+        "pending): %s",
+        backend_.device(), static_cast<void*>(stream), err.what());
+    return false;
+  }
+  ++device_syncs_;
+  if (s.complete < e) s.complete = e;  // every free stamped on it before the synchronize
+  return true;
 }
 
 void StreamUse::retire(Stream stream) {
@@ -87,7 +133,7 @@ bool StreamUse::request(Stream stream, std::uint64_t epoch) {
   PerStream& s = advance(stream);
   if (epoch < s.complete) return true;
   if (outstanding(s, epoch) == nullptr) record(stream, s);
-  return false;
+  return epoch < s.complete;  // a device-wide synchronize may have stood in
 }
 
 bool StreamUse::covered(Stream stream, std::uint64_t epoch, std::uint64_t by) {
@@ -102,7 +148,10 @@ std::optional<Fence> StreamUse::fence_for(Stream stream, std::uint64_t epoch) {
   if (epoch < s.complete) return Fence{};
   const auto* pending = outstanding(s, epoch);
   const Fence* f = pending != nullptr ? &pending->second : record(stream, s);
-  if (f == nullptr) return std::nullopt;
+  if (f == nullptr) {
+    if (epoch < s.complete) return Fence{};  // a device-wide synchronize stood in
+    return std::nullopt;
+  }
   return *f;
 }
 

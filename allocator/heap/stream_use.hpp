@@ -16,6 +16,16 @@
 // Each completion query is a driver call; Round bounds them to one per
 // stream per operation.
 //
+// A handle that is no stream (never created, or destroyed without
+// release_stream) can carry no fence, and its frees would wait forever:
+// memory never reused elsewhere, never unmapped. When a fence cannot be
+// recorded on a stream that is not capturing and the backend says the
+// stream does not exist, the whole device stands in for it: a device-wide
+// synchronize (Backend::synchronize_device) completes every free stamped
+// on it so far. It blocks the asking thread (with the heap's lock held)
+// and is logged at warning level, once per such stream; unknown_streams()
+// and device_syncs() count them.
+//
 // Thread-safety: now() is lock-free; everything else is guarded by the
 // caller (the heap's mutex).
 #pragma once
@@ -97,23 +107,34 @@ class StreamUse {
   std::uint64_t frontier(Stream stream);
 
   std::uint64_t fences_recorded() const noexcept { return recorded_; }
+  // Handles seen to be no stream, and the device-wide synchronizes that
+  // stood in for their fences (see the top).
+  std::uint64_t unknown_streams() const noexcept { return unknown_streams_; }
+  std::uint64_t device_syncs() const noexcept { return device_syncs_; }
 
  private:
   struct PerStream {
     std::deque<std::pair<std::uint64_t, Fence>> pending;  // ascending epochs
     std::uint64_t complete = 0;                           // frees stamped below this are done
     bool retired = false;                                 // never record on it again (see retire)
+    bool unknown = false;           // seen to be no stream (see the top): warned once
     std::uint64_t asked_round = 0;  // the round its fences were last queried in
   };
   PerStream& advance(Stream stream);
   // The oldest pending (epoch, fence) covering `epoch`, or null.
   const std::pair<std::uint64_t, Fence>* outstanding(PerStream& s, std::uint64_t epoch) const;
   const Fence* record(Stream stream, PerStream& s);
+  // No fence could be recorded on `stream` (asked at epoch `e`): if the
+  // backend says it is no stream, synchronizes the device and completes
+  // every free stamped below `e` on it. True if it did.
+  bool fence_device_instead(Stream stream, PerStream& s, std::uint64_t e, const char* why);
 
   Backend& backend_;
   std::atomic<std::uint64_t> epoch_{1};
   std::unordered_map<Stream, PerStream> streams_;
   std::uint64_t recorded_ = 0;
+  std::uint64_t unknown_streams_ = 0;
+  std::uint64_t device_syncs_ = 0;
   std::uint64_t round_ = 1;  // see Round
   std::uint32_t open_rounds_ = 0;
 };

@@ -29,7 +29,9 @@ AddressSpace::AddressSpace(Backend& backend, const Config& config)
   if (size == 0) {
     const DeviceMemoryInfo info = backend_.memory_info();
     const double want = static_cast<double>(info.total_bytes) * config.va_reservation_factor;
-    size = align_up(static_cast<std::size_t>(want), GiB);
+    // Capped before rounding up, so neither the conversion nor the rounding
+    // can overflow (the budget below caps it again, to the device's share).
+    size = align_up(std::min(saturating_size(want), kProcessVaBudget), GiB);
   }
   // Every device of the process reserves: each keeps to its share, so all of
   // them fit in the user address space together.

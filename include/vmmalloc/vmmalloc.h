@@ -5,6 +5,10 @@
  * exception escape. On failure, vmm_last_error() returns the message of the
  * calling thread's last failure (valid until that thread's next failing call).
  *
+ * A workspace, export or import handle that is not live (destroyed already,
+ * never returned by its create call, or of another kind) is
+ * VMM_ERROR_INVALID_VALUE in every call that takes it, destroy included.
+ *
  * This header needs no CUDA header: a stream is a `struct CUstream_st*`, the
  * type behind both the driver's CUstream and the runtime's cudaStream_t. The
  * null stream (0) is the legacy default stream.
@@ -107,11 +111,14 @@ VMM_API vmm_status vmm_malloc(void** ptr, size_t bytes, int device, vmm_stream_t
  * call may still use the block. To order a free after the legacy default
  * stream (also NULL), call vmm_record_stream(ptr, NULL) first. ptr == NULL
  * is a no-op. VMM_ERROR_UNKNOWN_POINTER for a pointer that is not a live
- * block (double free, foreign pointer): nothing changes. */
+ * block (double free, foreign pointer), VMM_ERROR_INVALID_VALUE for a
+ * `stream` that is no stream (never created, or destroyed): nothing
+ * changes. */
 VMM_API vmm_status vmm_free(void* ptr, vmm_stream_t stream);
 
 /* Marks a live block as used on `stream` too: after its free, it is reused
- * elsewhere only once the work queued on `stream` up to the free is done. */
+ * elsewhere only once the work queued on `stream` up to the free is done.
+ * VMM_ERROR_INVALID_VALUE for a `stream` that is no stream: nothing changes. */
 VMM_API vmm_status vmm_record_stream(void* ptr, vmm_stream_t stream);
 
 /* Call before destroying a stream used with vmm_malloc/vmm_free/

@@ -335,8 +335,10 @@ TEST_CASE("config: host_device_memory", "[config]") {
   CHECK(Config::parse("host_device_memory:2M").host_device_memory == 2 * MiB);
   CHECK(Config::parse("host_device_memory:80G").host_device_memory == 80 * GiB);
   CHECK(Config::parse("host_device_memory:3000000").host_device_memory == 3000000);
-  const std::string_view expected = "a size of at least 2M, like 16G";
+  CHECK(Config::parse("host_device_memory:1024T").host_device_memory == 1024 * TiB);
+  const std::string_view expected = "a size from 2M to 1024T, like 16G";
   check_bad_value("host_device_memory", "1M", expected, "less than 2 MiB");
+  check_bad_value("host_device_memory", "1025T", expected, "more than 1024T (1 PiB)");
   check_bad_value("host_device_memory", "0", expected, "less than 2 MiB");
   check_bad_value("host_device_memory", "2097151", expected, "less than 2 MiB");
   for (const char* bad : {"", "big", "-16G"}) check_bad_value("host_device_memory", bad, expected);
