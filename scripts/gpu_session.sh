@@ -25,7 +25,8 @@
 #   preload-fence  bench/preload.py with cudafree:fence (not the default), to $OUT only
 #   multi        scripts/gpu_multi.sh (needs 2 GPUs)
 #   ddp          bench/ddp_train.py (needs 2 GPUs)
-#   sleep-bench  the adapter built, then bench/sleep_wake.py (16 GiB live, ~2 min)
+#   sleep-bench  the adapter built, tests/python/test_sleep.py, then bench/sleep_wake.py
+#                (16 GiB live; a few minutes)
 #   diagnose     the adapter built, then bench/diagnostics/memory_speed.py
 #                and bench/diagnostics/handle_cost.py (~2 min)
 # Environment: COMMIT (required: the device's copy has no .git), JOBS, and
@@ -133,7 +134,8 @@ for stage in "$@"; do
       run_stage sleep-bench bash -c 'scripts/gpu_torch.sh "$COMMIT" build >/dev/null &&
         export VMMALLOC_LIBRARY_DIR=$PWD/build-gpu-torch/allocator \
           VMMALLOC_TORCH_BUILD_DIR=$PWD/build-gpu-torch/torch-extension PYTHONPATH=$PWD/python &&
-        python3 bench/sleep_wake.py --commit "$COMMIT" --out "$OUT/sleep_wake.json"' ;;
+        { python3 -m pytest -q tests/python/test_sleep.py; t=$?; } &&
+        python3 bench/sleep_wake.py --commit "$COMMIT" --out "$OUT/sleep_wake.json" && exit $t' ;;
     *) echo "gpu_session.sh: unknown stage '$stage'" >&2; STATUS=2 ;;
   esac
 done

@@ -68,7 +68,7 @@ HeapView Heap::describe(bool with_blocks) const {
   out.fences_recorded = use_.fences_recorded();
   out.capturing_streams = capturing_into_.size();
   for (const auto& [id, pool] : pools_) {
-    if (id != 0 && !pool.released) out.graph_pools.push_back(id);
+    if (id != 0 && !pool.released && pool.graph) out.graph_pools.push_back(id);
   }
   std::sort(out.graph_pools.begin(), out.graph_pools.end());
 
@@ -83,6 +83,10 @@ HeapView Heap::describe(bool with_blocks) const {
     v.small = seg->kind == SizeKind::small;
     v.pool = seg->pool;
     v.pending_unmaps = seg->tickets.size();
+    v.asleep = seg->asleep;
+    if (auto p = pools_.find(seg->pool); p != pools_.end() && p->second.tag != 0) {
+      v.tag = tag_name(p->second.tag);
+    }
     v.chunks.reserve(seg->chunks.size());
     for (const Mapping& m : seg->chunks) v.chunks.push_back({m.va, m.chunk.bytes, m.alias});
     index.emplace(seg, out.segments.size());

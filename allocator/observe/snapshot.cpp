@@ -355,11 +355,15 @@ Json device_json(DeviceContext& ctx, const std::vector<const Heap*>& heaps,
         r["capacity"] = s.range.bytes;
         r["reserved_bytes"] = s.range.bytes;
         r["pool"] = s.pool;
-        std::size_t mapped = 0, in_use = 0;
+        r["tag"] = s.tag;
+        r["asleep"] = s.asleep;
+        std::size_t mapped = 0, in_use = 0, asleep = 0;
         Json chunks = Json::array();
         for (const ChunkView& c : s.chunks) {
-          mapped += c.bytes;
-          chunks.push_back(chunk_json(c));
+          (s.asleep ? asleep : mapped) += c.bytes;
+          Json cj = chunk_json(c);
+          cj["asleep"] = s.asleep;
+          chunks.push_back(std::move(cj));
         }
         Json blocks = Json::array();
         for (const BlockView& b : s.blocks) {
@@ -376,6 +380,7 @@ Json device_json(DeviceContext& ctx, const std::vector<const Heap*>& heaps,
           blocks.push_back(std::move(bj));
         }
         r["mapped_bytes"] = mapped;
+        r["asleep_bytes"] = asleep;
         r["in_use_bytes"] = in_use;
         r["chunks"] = std::move(chunks);
         r["blocks"] = std::move(blocks);

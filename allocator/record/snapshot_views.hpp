@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "allocator/base/types.hpp"
@@ -38,7 +39,9 @@ struct BlockView {
 struct SegmentView {
   VaRange range;
   bool small = false;              // serves small (size-class) requests
-  PoolId pool = 0;                 // 0: general pool, else a graph pool
+  PoolId pool = 0;                 // 0: general pool, else a graph or tag pool
+  std::string tag;                 // the pool's tag (docs/sleep.md), "" if none
+  bool asleep = false;             // its chunks are released until wake: nothing mapped
   std::vector<ChunkView> chunks;   // ascending addresses
   std::vector<BlockView> blocks;   // ascending addresses (empty without blocks)
   std::size_t pending_unmaps = 0;  // reclaimer entries holding chunks detached from it

@@ -14,6 +14,8 @@ char cell_char(CellState s) {
       return '.';
     case CellState::unmapped:
       return '-';
+    case CellState::asleep:
+      return 'z';
     case CellState::pending:
       return '~';
     case CellState::cached:
@@ -28,6 +30,7 @@ std::vector<std::pair<char, std::string>> map_legend() {
   return {{'#', "in use"},
           {'+', "cached (mapped, not in use)"},
           {'~', "pending unmap (waiting for its fence)"},
+          {'z', "asleep (released by sleep, restored by wake)"},
           {'-', "address range handed out, unmapped"},
           {'.', "reserved, free"}};
 }
@@ -53,7 +56,9 @@ std::vector<Span> device_spans(const Json& device) {
     for (const Json& m : e["mappings"]) add(m["va"], m["bytes"], CellState::pending);
   }
   for (const Json& r : device["regions"]) {
-    for (const Json& c : r["chunks"]) add(c["va"], c["bytes"], CellState::cached);
+    const CellState held = r.value("asleep", false) ? CellState::asleep : CellState::cached;
+    for (const Json& c : r["chunks"]) add(c["va"], c["bytes"], held);
+    if (held == CellState::asleep) continue;  // nothing mapped: blocks not drawn in use
     if (r["owner"] == "workspace") {
       add(r["base"], r["size"], CellState::in_use);
     } else {

@@ -6,6 +6,7 @@
 //   #  in use       (a live heap block, or a workspace's bytes up to its size)
 //   +  cached       (mapped, not in use: free heap blocks, a workspace's mapped tail)
 //   ~  pending      (mapped, waiting for its fence to be unmapped)
+//   z  asleep       (a sleeping tag's memory: released, restored by wake)
 //   -  unmapped     (address range handed out, nothing mapped there)
 //   .  reserved     (reserved, not handed out)
 //      (space)      not reserved
@@ -19,7 +20,7 @@
 
 namespace vmmctl {
 
-enum class CellState : int { none = 0, reserved, unmapped, pending, cached, in_use };
+enum class CellState : int { none = 0, reserved, unmapped, asleep, pending, cached, in_use };
 char cell_char(CellState s);
 
 struct Span {

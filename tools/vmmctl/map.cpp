@@ -20,11 +20,14 @@ std::vector<Span> region_spans(const Json& device, const Json& r) {
   const std::uint64_t base = r["base"];
   const std::uint64_t end = base + r["capacity"].get<std::uint64_t>();
   spans.push_back({base, end, CellState::unmapped});
+  const bool asleep = r.value("asleep", false);
   for (const Json& c : r["chunks"]) {
     spans.push_back({c["va"], c["va"].get<std::uint64_t>() + c["bytes"].get<std::uint64_t>(),
-                     CellState::cached});
+                     asleep ? CellState::asleep : CellState::cached});
   }
-  if (r["owner"] == "workspace") {
+  if (asleep) {
+    // Nothing is mapped: the live blocks are in host memory or dropped.
+  } else if (r["owner"] == "workspace") {
     spans.push_back({base, base + r["size"].get<std::uint64_t>(), CellState::in_use});
   } else {
     for (const Json& b : r["blocks"]) {
