@@ -164,6 +164,70 @@ typedef struct vmm_allocator_stats {
 
 VMM_API vmm_status vmm_get_allocator_stats(int device, vmm_allocator_stats* stats);
 
+/* --------------------------------------------------------- sleep and wake */
+
+/* Tagged memory handed back to the device and restored at the same
+ * addresses (docs/sleep.md; C++: vmmalloc/tags.hpp, vmm::Allocator::sleep).
+ * Tag names are 1 to 64 characters of [A-Za-z0-9_.:-]; any other name is
+ * VMM_ERROR_INVALID_VALUE. A name used for the first time becomes a tag. */
+
+/* Opens a tag scope on the calling thread: its allocations are tagged `name`
+ * until the matching vmm_tag_pop. Scopes nest (at most 64 deep); the
+ * innermost wins. */
+VMM_API vmm_status vmm_tag_push(const char* name);
+
+/* Closes the calling thread's innermost tag scope. VMM_ERROR_INVALID_VALUE
+ * if none is open. */
+VMM_API vmm_status vmm_tag_pop(void);
+
+typedef enum vmm_sleep_mode {
+  VMM_SLEEP_OFFLOAD = 0, /* live bytes copied to pinned host memory, back at wake */
+  VMM_SLEEP_DISCARD = 1, /* live bytes dropped: contents undefined after wake */
+  /* Not a mode: widens the type to every non-negative int, so that a wrong
+   * mode is a reported error (VMM_ERROR_INVALID_VALUE) in C++ too. */
+  VMM_SLEEP_MODE_FORCE_INT = 0x7fffffff
+} vmm_sleep_mode;
+
+/* What one vmm_sleep or vmm_wake did, summed over its tags and devices
+ * (vmm::SleepReport). */
+typedef struct vmm_sleep_report {
+  size_t live_bytes;   /* bytes of live blocks under the tags */
+  size_t copied_bytes; /* bytes copied (to host by sleep, back by wake) */
+  size_t device_bytes; /* physical memory released (sleep) or mapped (wake) */
+  size_t pinned_bytes; /* pinned host memory allocated by this call */
+  size_t tags_changed; /* tags that went to sleep / woke up */
+  double copy_seconds; /* time spent in copies */
+} vmm_sleep_report;
+
+/* Puts the `ntags` tags to sleep on `device` (-1: on every device's
+ * allocator created so far): waits for the work queued on the streams that
+ * used their memory (nothing else), copies their live blocks to pinned host
+ * memory (VMM_SLEEP_OFFLOAD) or not (VMM_SLEEP_DISCARD), then unmaps and
+ * releases all their physical memory. Addresses stay reserved. Tags asleep
+ * already are skipped; ntags == 0 does nothing (tags may then be NULL).
+ * `report` may be NULL (left unchanged on failure). VMM_ERROR_INVALID_VALUE
+ * for a NULL or bad name or an unknown mode (found before any tag is
+ * touched), or a tag whose memory a stream is capturing into;
+ * VMM_ERROR_DRIVER (the message names the call) if a fence, pinned
+ * allocation, copy or unmap fails. Tags are handled in order: the failing
+ * one is left as it was (awake, intact), those before it stay asleep. */
+VMM_API vmm_status vmm_sleep(int device, const char* const* tags, size_t ntags, vmm_sleep_mode mode,
+                             vmm_sleep_report* report);
+
+/* Wakes the tags on `device` (-1: every device's allocator created so far):
+ * maps physical memory at the same addresses and copies offloaded bytes
+ * back; blocks, pointers and captured CUDA graphs are valid again. Awake
+ * tags are skipped. keep_host != 0 keeps the pinned host buffer for the
+ * next sleep. VMM_ERROR_OUT_OF_MEMORY if the device has too little free
+ * memory: the tag stays asleep with its host copy intact, and a later
+ * vmm_wake can succeed. */
+VMM_API vmm_status vmm_wake(int device, const char* const* tags, size_t ntags, int keep_host,
+                            vmm_sleep_report* report);
+
+/* *asleep = 1 if `tag` is asleep on `device` (-1: the current CUDA device,
+ * or 0), else 0. */
+VMM_API vmm_status vmm_is_sleeping(int device, const char* tag, int* asleep);
+
 /* ------------------------------------------------------------- inspection */
 
 /* Snapshots (docs/snapshot.md): the allocator's whole state as one JSON

@@ -15,6 +15,32 @@ static int check(vmm_status status, const char* what) {
   return 1;
 }
 
+/* A tagged block offloaded and restored (docs/sleep.md): the symbols of
+ * sleep and wake are exported and usable from C. */
+static int sleep_and_wake(void) {
+  const char* tags[] = {"consumer"};
+  vmm_sleep_report report;
+  void* p = NULL;
+  int asleep = -1;
+  if (!check(vmm_tag_push(tags[0]), "vmm_tag_push")) return 0;
+  if (!check(vmm_malloc(&p, 4 * MIB, 0, NULL), "vmm_malloc (tagged)")) return 0;
+  if (!check(vmm_tag_pop(), "vmm_tag_pop")) return 0;
+  memset(p, 0x3c, 4 * MIB);
+  if (!check(vmm_sleep(0, tags, 1, VMM_SLEEP_OFFLOAD, &report), "vmm_sleep")) return 0;
+  if (!check(vmm_is_sleeping(0, tags[0], &asleep), "vmm_is_sleeping")) return 0;
+  if (asleep != 1 || report.copied_bytes != 4 * MIB) {
+    fprintf(stderr, "[c] FAILED: sleep: asleep %d, %zu bytes copied\n", asleep,
+            report.copied_bytes);
+    return 0;
+  }
+  if (!check(vmm_wake(0, tags, 1, 0, &report), "vmm_wake")) return 0;
+  if (((const uint8_t*)p)[4 * MIB - 1] != 0x3c) {
+    fprintf(stderr, "[c] FAILED: bytes lost by sleep and wake\n");
+    return 0;
+  }
+  return check(vmm_free(p, NULL), "vmm_free");
+}
+
 int main(void) {
   vmm_workspace* ws = NULL;
   void* base = NULL;
@@ -32,6 +58,7 @@ int main(void) {
     return 1;
   }
   if (!check(vmm_workspace_destroy(ws, stream), "vmm_workspace_destroy")) return 1;
+  if (!sleep_and_wake()) return 1;
   printf("[c] C ABI from C ok\n");
   return 0;
 }
