@@ -78,6 +78,13 @@ void free_all(const std::vector<Filled>& blocks) {
   for (const Filled& f : blocks) REQUIRE(vmm_free(f.ptr, nullptr) == VMM_SUCCESS);
 }
 
+// A tag's freed memory stays in its pool (docs/sleep.md); a discarding sleep
+// hands it to the device, so the cases after this one in the same process
+// find no memory held. The tag stays asleep (no case uses it again).
+void release_tag(const char* tag) {
+  REQUIRE(vmm_sleep(0, &tag, 1, VMM_SLEEP_DISCARD, nullptr) == VMM_SUCCESS);
+}
+
 int sleeping(const char* tag, int device = 0) {
   int asleep = -1;
   REQUIRE(vmm_is_sleeping(device, tag, &asleep) == VMM_SUCCESS);
@@ -126,6 +133,8 @@ TEST_CASE("C ABI sleep: tag scopes nest per thread; a pop with none open is an e
   REQUIRE(vmm_wake(0, both, 2, 0, &r) == VMM_SUCCESS);
   CHECK(r.tags_changed == 2);
   for (void* p : {a, b, a2, other_thread}) CHECK(vmm_free(p, nullptr) == VMM_SUCCESS);
+  release_tag(inner);
+  release_tag(outer);
 
   // At most 64 scopes deep; the refused push opens none.
   for (int i = 0; i < 64; ++i) REQUIRE(vmm_tag_push("csleep.nest.deep") == VMM_SUCCESS);
@@ -184,6 +193,7 @@ TEST_CASE(
   // Waking an awake tag does nothing; a NULL report is fine.
   REQUIRE(vmm_wake(0, &tag, 1, 0, nullptr) == VMM_SUCCESS);
   free_all(blocks);
+  release_tag(tag);
   REQUIRE(vmm_free(untagged, nullptr) == VMM_SUCCESS);
 }
 
@@ -209,6 +219,7 @@ TEST_CASE("C ABI sleep: discard copies nothing; the memory is mapped and writabl
     CHECK(holds(f.ptr, f.bytes, 0x66));
   }
   free_all(blocks);
+  release_tag(tag);
 }
 
 TEST_CASE("C ABI sleep: device -1 acts on every device; keep_host keeps the pinned buffer",
@@ -236,6 +247,7 @@ TEST_CASE("C ABI sleep: device -1 acts on every device; keep_host keeps the pinn
   REQUIRE(vmm_wake(-1, &tag, 1, 0, nullptr) == VMM_SUCCESS);
   CHECK(all_intact(std::vector<Filled>(blocks.begin() + 1, blocks.end())));
   free_all(std::vector<Filled>(blocks.begin() + 1, blocks.end()));
+  release_tag(tag);
 }
 
 TEST_CASE("C ABI sleep: bad arguments are VMM_ERROR_INVALID_VALUE and change nothing",
@@ -295,6 +307,7 @@ TEST_CASE("C ABI sleep: bad arguments are VMM_ERROR_INVALID_VALUE and change not
   CHECK(vmm_sleep(-1, &tag, 0, VMM_SLEEP_DISCARD, nullptr) == VMM_SUCCESS);
   CHECK(sleeping(tag) == 0);
   free_all(blocks);
+  release_tag(tag);
 }
 
 // The device memory (16 GiB of memfds on the host backend, untouched so
@@ -340,4 +353,5 @@ TEST_CASE(
   CHECK(sleeping(tag) == 0);
   CHECK(all_intact(blocks));
   free_all(blocks);
+  release_tag(tag);
 }
