@@ -30,7 +30,8 @@ PoolId Heap::allocation_pool_locked(Stream stream) {
     }
     pool = it->second;
   }
-  if (pool != 0 && pools_[pool].asleep) {
+  // A tag put to sleep before it had memory is asleep too.
+  if (pool != 0 && (pools_[pool].asleep || (pool_for_locked(stream) == 0 && asleep_locked(tag)))) {
     throw InvalidArgumentError("allocation under tag '" + tag_name(pools_[pool].tag) +
                                "' while it is asleep (wake it first)");
   }

@@ -337,3 +337,23 @@ TEMPLATE_TEST_CASE("sleep: a fault at every driver call of sleep and wake loses 
   }
   CHECK(faults >= std::size(kinds));
 }
+
+TEMPLATE_TEST_CASE("sleep: a tag put to sleep before it has memory refuses allocations until woken",
+                   "[conformance][sleep]", VMM_FIXTURES) {
+  Harness h(TestType::make());
+  {
+    Allocator a(h.context());
+    const TagId tag = tag_id("early");
+    CHECK(a.sleep(std::span(&tag, 1)).tags_changed == 1);
+    CHECK(a.asleep(tag));
+    {
+      TagScope scope("early");
+      CHECK_THROWS_AS(a.allocate(1 * MiB, h.stream()), InvalidArgumentError);
+    }
+    a.wake(std::span(&tag, 1));
+    TagScope scope("early");
+    void* p = a.allocate(1 * MiB, h.stream());
+    a.deallocate(p);
+  }
+  CHECK(h.destroy_context_and_check_no_leak());
+}
