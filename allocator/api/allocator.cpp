@@ -94,7 +94,7 @@ void add_report(SleepReport& total, const SleepReport& r) {
 }
 }  // namespace
 
-SleepReport Allocator::sleep_everywhere(std::span<const TagId> tags, SleepMode mode) {
+SleepReport Allocator::sleep_everywhere(const std::vector<TagId>& tags, SleepMode mode) {
   SleepReport total;
   for (auto& slot : registry().by_device) {
     if (Allocator* a = slot.load(std::memory_order_acquire)) add_report(total, a->sleep(tags, mode));
@@ -102,7 +102,7 @@ SleepReport Allocator::sleep_everywhere(std::span<const TagId> tags, SleepMode m
   return total;
 }
 
-SleepReport Allocator::wake_everywhere(std::span<const TagId> tags, bool keep_host) {
+SleepReport Allocator::wake_everywhere(const std::vector<TagId>& tags, bool keep_host) {
   SleepReport total;
   for (auto& slot : registry().by_device) {
     if (Allocator* a = slot.load(std::memory_order_acquire)) {
@@ -174,10 +174,10 @@ void Allocator::end_pool(PoolId pool) { heap_->end_pool(pool); }
 void Allocator::release_pool(PoolId pool) { heap_->release_pool(pool); }
 
 // Sleep and wake: the heap does the work (allocator/heap/heap_sleep.cpp).
-SleepReport Allocator::sleep(std::span<const TagId> tags, SleepMode mode) {
+SleepReport Allocator::sleep(const std::vector<TagId>& tags, SleepMode mode) {
   return heap_->sleep(tags, mode);
 }
-SleepReport Allocator::wake(std::span<const TagId> tags, bool keep_host) {
+SleepReport Allocator::wake(const std::vector<TagId>& tags, bool keep_host) {
   return heap_->wake(tags, keep_host);
 }
 bool Allocator::asleep(TagId tag) const { return heap_->asleep(tag); }

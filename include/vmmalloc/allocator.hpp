@@ -22,7 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <span>
+#include <vector>
 
 #include "vmmalloc/stats.hpp"
 #include "vmmalloc/tags.hpp"
@@ -100,15 +100,17 @@ class VMM_API Allocator {
   // throws InvalidArgumentError; frees and record_stream work as usual. On a
   // throw the failing tag is left as it was (OutOfMemoryError from wake:
   // still asleep, host copy intact; any error from sleep: awake, intact).
-  SleepReport sleep(std::span<const TagId> tags, SleepMode mode = SleepMode::offload);
-  SleepReport wake(std::span<const TagId> tags, bool keep_host = false);
+  // (std::vector, not std::span: this header stays C++17, as PyTorch
+  // extensions compile.)
+  SleepReport sleep(const std::vector<TagId>& tags, SleepMode mode = SleepMode::offload);
+  SleepReport wake(const std::vector<TagId>& tags, bool keep_host = false);
   bool asleep(TagId tag) const;
   // Tags graph pool `pool` (0: untags it), as a capture under a tag scope does.
   void tag_pool(PoolId pool, TagId tag);
   // sleep()/wake() on every process-wide allocator created so far.
-  static SleepReport sleep_everywhere(std::span<const TagId> tags,
+  static SleepReport sleep_everywhere(const std::vector<TagId>& tags,
                                       SleepMode mode = SleepMode::offload);
-  static SleepReport wake_everywhere(std::span<const TagId> tags, bool keep_host = false);
+  static SleepReport wake_everywhere(const std::vector<TagId>& tags, bool keep_host = false);
 
   AllocatorStats stats() const;
   void reset_peak_stats();

@@ -92,7 +92,7 @@ TEMPLATE_TEST_CASE("sleep: offload keeps every live block's bytes and address an
     std::size_t live = 0;
     for (const Filled& f : w) live += a.block_size(f.ptr);
 
-    const SleepReport s = a.sleep(std::span(&tag, 1), SleepMode::offload);
+    const SleepReport s = a.sleep({tag}, SleepMode::offload);
     CHECK(a.asleep(tag));
     CHECK(s.tags_changed == 1);
     CHECK(s.live_bytes == live);
@@ -111,9 +111,9 @@ TEMPLATE_TEST_CASE("sleep: offload keeps every live block's bytes and address an
       CHECK_THROWS_AS(a.allocate(1 * MiB, h.stream()), InvalidArgumentError);
     }
     // Sleeping twice is a no-op.
-    CHECK(a.sleep(std::span(&tag, 1), SleepMode::offload).tags_changed == 0);
+    CHECK(a.sleep({tag}, SleepMode::offload).tags_changed == 0);
 
-    const SleepReport k = a.wake(std::span(&tag, 1));
+    const SleepReport k = a.wake({tag});
     CHECK_FALSE(a.asleep(tag));
     CHECK(k.tags_changed == 1);
     CHECK(k.copied_bytes == live);
@@ -143,11 +143,11 @@ TEMPLATE_TEST_CASE("sleep: discard copies nothing; wake maps the same addresses"
     Allocator a(h.context());
     const std::vector<Filled> kv = fill_tagged(h, a, "kv_cache", 40);
     const TagId tag = tag_id("kv_cache");
-    const SleepReport s = a.sleep(std::span(&tag, 1), SleepMode::discard);
+    const SleepReport s = a.sleep({tag}, SleepMode::discard);
     CHECK(s.copied_bytes == 0);
     CHECK(s.pinned_bytes == 0);
     CHECK(h.inner().live_objects().pinned_bytes == 0);
-    const SleepReport k = a.wake(std::span(&tag, 1));
+    const SleepReport k = a.wake({tag});
     CHECK(k.copied_bytes == 0);
     // Same addresses, usable again: the caller refills them.
     for (const Filled& f : kv) {
@@ -167,18 +167,18 @@ TEMPLATE_TEST_CASE("sleep: a free while asleep loses nothing; keep_host reuses t
     Allocator a(h.context());
     std::vector<Filled> w = fill_tagged(h, a, "weights2", 70);
     const TagId tag = tag_id("weights2");
-    a.sleep(std::span(&tag, 1));
+    a.sleep({tag});
     // Freed while asleep: the block is free after the wake.
     a.deallocate(w.back().ptr);
     w.pop_back();
-    const SleepReport k = a.wake(std::span(&tag, 1), /*keep_host=*/true);
+    const SleepReport k = a.wake({tag}, /*keep_host=*/true);
     CHECK(k.tags_changed == 1);
     CHECK(h.inner().live_objects().pinned_bytes > 0);
     CHECK(mismatches(h, w) == 0);
     // The next sleep reuses the kept buffer.
-    const SleepReport s2 = a.sleep(std::span(&tag, 1));
+    const SleepReport s2 = a.sleep({tag});
     CHECK(s2.pinned_bytes == 0);
-    a.wake(std::span(&tag, 1));
+    a.wake({tag});
     CHECK(h.inner().live_objects().pinned_bytes == 0);
     CHECK(mismatches(h, w) == 0);
     free_all(a, w);
@@ -206,12 +206,12 @@ TEMPLATE_TEST_CASE("sleep: waits for the work queued on the tag's streams only",
     h.device().block(other, 3000);
     const TagId tag = tag_id("act");
     const auto t0 = std::chrono::steady_clock::now();
-    a.sleep(std::span(&tag, 1));
+    a.sleep({tag});
     const double took =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     CHECK(took < 2.5);
     const bool other_busy = h.still_busy(other);
-    a.wake(std::span(&tag, 1));
+    a.wake({tag});
     h.device().verify(h.stream(), p, 16 * MiB, 0x33);
     CHECK(h.device().mismatches(h.stream()) == 0);
     if (!other_busy) WARN("the other stream finished early (a serializing tool?)");
@@ -236,16 +236,16 @@ TEMPLATE_TEST_CASE("sleep: wake short of memory stays asleep with its host copy;
     }
     h.device().fill(h.stream(), p, 48 * MiB, 0x44);
     const TagId tag = tag_id("big");
-    a.sleep(std::span(&tag, 1));
+    a.sleep({tag});
     // Someone else takes the memory the sleep gave back.
     void* other = a.allocate(64 * MiB, h.stream());
-    CHECK_THROWS_AS(a.wake(std::span(&tag, 1)), OutOfMemoryError);
+    CHECK_THROWS_AS(a.wake({tag}), OutOfMemoryError);
     CHECK(a.asleep(tag));
     check_accounting(h.context(), a.stats().mapped_bytes);
     a.deallocate(other);
     a.empty_cache();
     CHECK(h.wait_reclaimed());
-    a.wake(std::span(&tag, 1));
+    a.wake({tag});
     h.device().verify(h.stream(), p, 48 * MiB, 0x44);
     CHECK(h.device().mismatches(h.stream()) == 0);
     a.deallocate(p);
@@ -270,10 +270,10 @@ TEMPLATE_TEST_CASE("sleep: a graph pool captured under a tag sleeps and wakes wi
     void* plain = a.allocate(6 * MiB, h.stream());  // pool 0: not the tag's
     h.device().fill(h.stream(), plain, 6 * MiB, 0x62);
     const TagId tag = tag_id("graphs");
-    const SleepReport s = a.sleep(std::span(&tag, 1));
+    const SleepReport s = a.sleep({tag});
     CHECK(s.live_bytes == a.block_size(p));
     CHECK_THROWS_AS(a.begin_pool(pool, h.stream()), InvalidArgumentError);
-    a.wake(std::span(&tag, 1));
+    a.wake({tag});
     h.device().verify(h.stream(), p, 6 * MiB, 0x61);
     h.device().verify(h.stream(), plain, 6 * MiB, 0x62);
     CHECK(h.device().mismatches(h.stream()) == 0);
@@ -309,7 +309,7 @@ TEMPLATE_TEST_CASE("sleep: a fault at every driver call of sleep and wake loses 
         h.faults().fail_nth(kind, n);
         for (int attempt = 0; attempt < 3 && !(a.asleep(tag)); ++attempt) {
           try {
-            a.sleep(std::span(&tag, 1));
+            a.sleep({tag});
           } catch (const Error&) {
             CHECK_FALSE(a.asleep(tag));
             CHECK(mismatches(h, w) == 0);  // awake and intact
@@ -317,7 +317,7 @@ TEMPLATE_TEST_CASE("sleep: a fault at every driver call of sleep and wake loses 
         }
         for (int attempt = 0; attempt < 3 && a.asleep(tag); ++attempt) {
           try {
-            a.wake(std::span(&tag, 1));
+            a.wake({tag});
           } catch (const Error&) {
             CHECK(a.asleep(tag));  // still asleep, host copy intact
           }
@@ -344,13 +344,13 @@ TEMPLATE_TEST_CASE("sleep: a tag put to sleep before it has memory refuses alloc
   {
     Allocator a(h.context());
     const TagId tag = tag_id("early");
-    CHECK(a.sleep(std::span(&tag, 1)).tags_changed == 1);
+    CHECK(a.sleep({tag}).tags_changed == 1);
     CHECK(a.asleep(tag));
     {
       TagScope scope("early");
       CHECK_THROWS_AS(a.allocate(1 * MiB, h.stream()), InvalidArgumentError);
     }
-    a.wake(std::span(&tag, 1));
+    a.wake({tag});
     TagScope scope("early");
     void* p = a.allocate(1 * MiB, h.stream());
     a.deallocate(p);

@@ -48,7 +48,7 @@ TEST_CASE("snapshot: a sleeping tag's segments say asleep and map nothing", "[sn
     CHECK(awake[0]["mapped_bytes"].get<std::size_t>() >= 6 * MiB);
     CHECK(awake[0]["asleep_bytes"] == 0);
     const TagId tag = tag_id("snap_weights");
-    a.sleep(std::span(&tag, 1));
+    a.sleep({tag});
     Json asleep = tagged_regions(device, "snap_weights");
     REQUIRE(asleep.size() == 1);
     CHECK(asleep[0]["asleep"] == true);
@@ -61,7 +61,7 @@ TEST_CASE("snapshot: a sleeping tag's segments say asleep and map nothing", "[sn
     for (const Json& d : snap["devices"]) {
       if (d["device"] == device) CHECK(d.at("heap").at("graph_pools").empty());
     }
-    a.wake(std::span(&tag, 1));
+    a.wake({tag});
     CHECK(tagged_regions(device, "snap_weights")[0]["asleep"] == false);
     a.deallocate(p);
   }
