@@ -5,6 +5,12 @@ docs/reliability.md, from real runs (never typed in).
 Figures per run (docs/benchmarks.md and docs/reliability.md, bench
 `reliability`):
   operations       random operations executed by tests/stress (vmm_stress)
+  churn_operations allocations and frees by threads made and retired under
+                   load (tests/stress/churn.cpp, host)
+  fork_runs        children forked while threads allocate, each ended in
+                   time (tests/misuse/fork_stress.cpp, host)
+  adversarial_peers hostile-peer tests passed: IPC and live-socket peers that
+                   stall, drip, never read, forge or are another user (host)
   faults_injected  driver-call faults injected by the fault sweep
                    (tests/conformance/fault_sweep_conformance.cpp), each at
                    its own position of the scripted workload
@@ -64,6 +70,7 @@ END = "<!-- reliability:end -->"
 
 # The CTest tests of a sanitizer build that make up its reliability runs.
 SANITIZER_TESTS = r"fault sweep|fault injection|stress:|misuse|fuzz corpus|a fault at any"
+ADVERSARIAL_TESTS = r"ipc peers|hostile|live socket|ipc: a peer"
 SWEEP_TOTAL = re.compile(
     r"fault sweep \[(\w+)\] total: (\d+) faults injected, (\d+) reached the caller, (\d+) bytes lost")
 FUZZ_LINE = re.compile(r"^fuzz: (\S+) (\d+) inputs in (\d+)s, rc (\d+)$", re.M)
@@ -117,7 +124,60 @@ def stress(build: pathlib.Path, backend: str, args: list[str], timeout: int) -> 
     r["ok"] = rc == 0 and r["mismatched_bytes"] == 0 and r["bytes_lost"] == 0 and r["errors"] == 0
     log(f"stress: {r['operations']} operations, {r['mismatched_bytes']} bytes mismatched, "
         f"{r['bytes_lost']} bytes lost, rc {rc}")
+    if not r["ok"]:
+        # The report (stderr under --json) says what is left and which check failed.
+        r["report"] = [line for line in out.splitlines() if not line.startswith("{")][-40:]
+        log("\n".join(r["report"]))
     return r
+
+
+def churn(build: pathlib.Path, operations: int, timeout: int) -> dict:
+    """Thread churn (tests/stress/churn.cpp): threads made and retired while
+    they allocate, hand blocks over and free."""
+    exe = build / "tests" / "stress" / "vmm_churn"
+    rc, out = run([str(exe), "--slots", "8", "--operations", str(operations), "--per-thread", "1000",
+                   "--json"], timeout)
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith('{"tool": "vmm_churn"')]
+    if not rows:
+        log(out[-4000:])
+        raise SystemExit(f"reliability: vmm_churn gave no result (rc {rc})")
+    r = rows[-1]
+    r["ok"] = rc == 0 and r["corrupt"] == 0 and r["errors"] == 0 and r["bytes_lost"] == 0
+    log(f"churn: {r['operations']} operations by {r['threads']} threads, {r['bytes_lost']} bytes lost, "
+        f"rc {rc}")
+    return r
+
+
+def fork_runs(build: pathlib.Path, forks: int, timeout: int) -> dict:
+    """Forks while threads allocate (tests/misuse/fork_stress.cpp): every
+    child must end (nothing, exit(), vmmalloc then exit(), exec)."""
+    exe = build / "tests" / "misuse" / "vmm_fork_stress"
+    rc, out = run([str(exe), "--iterations", str(forks), "--threads", "3", "--timeout-ms", "10000"],
+                  timeout)
+    m = re.search(r"fork stress: (\d+) forks.* (\d+) errors", out)
+    hung = sum(int(x) for x in re.findall(r"/(\d+) hung", out))
+    r = {"forks": int(m.group(1)) if m else 0, "hung": hung,
+         "errors": int(m.group(2)) if m else None, "ok": rc == 0 and m is not None and hung == 0}
+    log(f"fork stress: {r['forks']} forks, {hung} hung, rc {rc}")
+    if not r["ok"]:
+        log(out[-4000:])
+    return r
+
+
+def adversarial_peers(build: pathlib.Path, timeout: int) -> dict:
+    """The hostile-peer tests (docs/reliability.md): IPC importers and
+    exporters that stall, drip, never read, send forged descriptors or come
+    from another user; live-socket clients that idle or read slowly; forged
+    socket directories and snapshots seen by vmmctl. Counts the tests run."""
+    junit = build / "peers-junit.xml"
+    junit.unlink(missing_ok=True)
+    rc, out = run(["ctest", "--test-dir", str(build), "-R", ADVERSARIAL_TESTS, "-E", "^gpu",
+                   "--output-junit", str(junit), "--timeout", "600"], timeout)
+    passed, failed, skipped = junit_counts(junit) if junit.exists() else (0, 1, 0)
+    log(f"adversarial peers: {passed} tests passed, {failed} failed, rc {rc}")
+    if failed:
+        log(out[-4000:])
+    return {"tests": passed, "failed": failed, "ok": rc == 0 and failed == 0 and passed > 0}
 
 
 def fault_sweep(test_binary: pathlib.Path, timeout: int) -> dict:
@@ -234,12 +294,19 @@ def cmd_host(a) -> int:
         "inputs": 0, "targets": {}, "ok": True, "seconds_each": 0}
     details["sanitizers"] = [sanitizer_ctest(pathlib.Path(d).resolve(), a.timeout)
                              for d in a.sanitizer_build]
+    details["churn"] = churn(build, a.churn_operations, a.timeout)
+    details["fork"] = fork_runs(build, a.forks, a.timeout)
+    details["adversarial_peers"] = adversarial_peers(build, a.timeout)
     row = {"system": "vmmalloc", "backend": "host",
+           "churn_operations": details["churn"]["operations"],
+           "fork_runs": details["fork"]["forks"],
+           "adversarial_peers": details["adversarial_peers"]["tests"],
            "operations": details["stress"]["operations"],
            "faults_injected": details["fault_sweep"]["faults_injected"],
            "fuzz_inputs": details["fuzz"]["inputs"],
            "sanitizer_runs": sum(s["passed"] for s in details["sanitizers"]),
-           "bytes_lost": details["stress"]["bytes_lost"] + details["fault_sweep"]["bytes_lost"]}
+           "bytes_lost": details["stress"]["bytes_lost"] + details["fault_sweep"]["bytes_lost"] +
+           details["churn"]["bytes_lost"]}
     command = "python3 bench/reliability.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     out = pathlib.Path(a.out).resolve()
     write(out, result_file("host", None, command, row, details))
@@ -338,21 +405,19 @@ def figures_block(doc: dict) -> str:
              "<!-- generated by bench/reliability.py from bench/results/reliability.json; "
              "do not edit -->",
              "",
-             "| run | operations under stress | faults injected | inputs fuzzed | "
-             "sanitizer runs | bytes lost |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| run | operations under stress | thread-churn operations | fork runs | "
+             "adversarial peers | faults injected | inputs fuzzed | sanitizer runs | bytes lost |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    keys = ("operations", "churn_operations", "fork_runs", "adversarial_peers", "faults_injected",
+            "fuzz_inputs", "sanitizer_runs", "bytes_lost")
     for row, r in pairs:
         where = "host backend" if r["device"] == "host" else f"{r['device']} (driver {r['driver']})"
-        lines.append(f"| {where}, {r['date'][:10]}, commit {r['commit']} | "
-                     f"{fmt_int(row['operations'])} | {fmt_int(row['faults_injected'])} | "
-                     f"{fmt_int(row['fuzz_inputs'])} | {fmt_int(row['sanitizer_runs'])} | "
-                     f"{fmt_int(row['bytes_lost'])} |")
-    total = {k: sum(r[k] for r in doc["rows"]) for k in
-             ("operations", "faults_injected", "fuzz_inputs", "sanitizer_runs", "bytes_lost")}
+        # "-": a run made before that figure was counted.
+        lines.append(f"| {where}, {r['date'][:10]}, commit {r['commit']} | " +
+                     " | ".join(fmt_int(row[k]) if k in row else "-" for k in keys) + " |")
+    total = {k: sum(r.get(k, 0) for r in doc["rows"]) for k in keys}
     if len(doc["rows"]) > 1:
-        lines.append(f"| **all runs** | **{fmt_int(total['operations'])}** | "
-                     f"**{fmt_int(total['faults_injected'])}** | **{fmt_int(total['fuzz_inputs'])}** | "
-                     f"**{fmt_int(total['sanitizer_runs'])}** | **{fmt_int(total['bytes_lost'])}** |")
+        lines.append("| **all runs** | " + " | ".join(f"**{fmt_int(total[k])}**" for k in keys) + " |")
     if not any(r["device"] != "host" for _, r in pairs):
         lines += ["", "No device run is merged yet: the GPU figures come from "
                   "`scripts/gpu_reliability.sh` (see [Figures](#figures))."]
@@ -390,6 +455,8 @@ def main() -> int:
     h.add_argument("--stress-args", default="--threads 4 --streams 4 --iterations 25000 "
                    "--seconds 240 --max-block 4M --workspace 32M")
     h.add_argument("--fuzz-seconds", type=int, default=120, help="per fuzz target; 0 skips")
+    h.add_argument("--churn-operations", type=int, default=1_000_000)
+    h.add_argument("--forks", type=int, default=1000)
     h.add_argument("--fuzz-build", help="scripts/fuzz.sh's build tree (default build-fuzz)")
     h.add_argument("--timeout", type=int, default=3600, help="per piece, seconds")
     h.add_argument("--out", default=str(RESULTS))

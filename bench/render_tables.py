@@ -443,7 +443,39 @@ def ddp_train_verdict(doc: dict) -> list[str]:
     return lines + [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
 
 
+# The sleep_wake targets (issue 22): vmmalloc at >= 0.9x the link limit
+# (`pinned-copy`) both ways, copies at most 1.01x the live bytes, device
+# memory after sleep at most what untagged work holds + 64 MiB (here: the
+# live and cached bytes under the tag are all given back), bytes kept.
+SLEEP_MIN_BANDWIDTH = 0.9
+
+
+def sleep_wake_verdict(doc: dict) -> list[str]:
+    rows = {r.get("system"): r for r in doc.get("rows", [])}
+    vm, link = rows.get(VMMALLOC), rows.get("pinned-copy")
+    checks: list[tuple[bool, str]] = []
+    if vm is None or link is None:
+        checks.append((False, "this run lacks a `vmmalloc` or a `pinned-copy` row"))
+    else:
+        for way in ("sleep", "wake"):
+            mine, theirs = float(vm[f"{way}_GBps"]), float(link[f"{way}_GBps"])
+            checks.append((mine >= SLEEP_MIN_BANDWIDTH * theirs,
+                           f"{way} {mine:.1f} GB/s, {mine / theirs:.3f}x `pinned-copy`'s "
+                           f"{theirs:.1f} GB/s (target >= {SLEEP_MIN_BANDWIDTH})"))
+        copied, live = int(vm["bytes_copied"]), int(vm["live_bytes"])
+        checks.append((copied <= 1.01 * live, f"copied {fmt_bytes(copied)} for {fmt_bytes(live)} live "
+                                              f"(target <= 1.01x)"))
+        freed = int(vm["device_bytes_freed"])
+        checks.append((freed >= live, f"device memory freed by the sleep {fmt_bytes(freed)} "
+                                      f"(target >= the live bytes: cached ones go too)"))
+        checks.append((bool(vm["data_ok"]), "every tensor's bytes kept across the cycles"))
+    met = all(ok for ok, _ in checks)
+    lines = [f"**Target met? {'yes' if met else 'no'}** ({VMMALLOC}):", ""]
+    return lines + [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
+
+
 VERDICTS = {
+    "sleep_wake": sleep_wake_verdict,
     "ddp_train": ddp_train_verdict,
     "preload": preload_verdict,
     "workspace_growth": workspace_growth_verdict,
