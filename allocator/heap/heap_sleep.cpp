@@ -264,7 +264,9 @@ void Heap::wake_tag_locked(TagId tag, bool keep_host, SleepReport& report) {
     for (std::size_t i = 0; i < planned.size(); ++i) {
       for (std::size_t j = 0; j < planned[i].size(); ++j) {
         const Mapping& m = planned[i][j];
-        bool free = true;
+        // A chunk of the failing segment that map_chunks could not unmap
+        // may still be mapped there: never reused (logged above).
+        bool free = !(i == mapped && std::find(stuck.begin(), stuck.end(), j) != stuck.end());
         if (i < mapped) {
           try {
             backend_.unmap(m.va, m.chunk.bytes);
