@@ -13,7 +13,12 @@ hands the memory back to the GPU and restores it, --cycles times:
                          allocation cudaMallocHost + synchronous cudaMemcpy,
                          then cuMemUnmap + cuMemRelease; resume the reverse
   vmmalloc               vmmalloc.torch.install(), tensors made under
-                         tag("weights"); sleep(offload) / wake(keep_host)
+                         tag("weights"); sleep(offload) / wake(keep_host).
+                         With --front-end c: the same blocks from the C
+                         library (vmm_malloc under vmm_tag_push, through
+                         vmmalloc._clib), seen by PyTorch through
+                         __cuda_array_interface__; no adapter build needed.
+                         The row's front_end field says which ran.
 
 Fields per row (cycle 1 excluded from the medians: it pins host memory;
 first_* give it): sleep_s, wake_s, sleep_GBps, wake_GBps, bytes_copied,
@@ -152,20 +157,36 @@ def mem_used() -> int:
     return total - free
 
 
-def worker(system: str, live_gib: float, cached_gib: float, cycles: int) -> dict:
+def c_malloc(clib, n: int) -> int:
+    p = ctypes.c_void_p()
+    clib.call("vmm_malloc", ctypes.byref(p), n, 0, None)
+    return p.value
+
+
+def worker(system: str, live_gib: float, cached_gib: float, cycles: int, front_end: str) -> dict:
     import torch
     sizes = tensor_sizes(live_gib)
     live = sum(sizes)
     rows = {"sleep_s": [], "wake_s": [], "bytes_copied": 0, "device_bytes_freed": [],
             "device_used_after_sleep": []}
     if system == "vmmalloc":
-        import vmmalloc.torch as vt
-        vt.install()
-        with vt.tag("weights"):
-            ts = [torch.empty(n, dtype=torch.uint8, device="cuda") for n in sizes]
-            spare = [torch.empty(256 * MiB, dtype=torch.uint8, device="cuda")
-                     for _ in range(int(cached_gib * GiB) // (256 * MiB))]
-        del spare  # freed but cached under the tag
+        if front_end == "torch":
+            import vmmalloc.torch as vt
+            vt.install()
+            with vt.tag("weights"):
+                ts = [torch.empty(n, dtype=torch.uint8, device="cuda") for n in sizes]
+                spare = [torch.empty(256 * MiB, dtype=torch.uint8, device="cuda")
+                         for _ in range(int(cached_gib * GiB) // (256 * MiB))]
+            del spare  # freed but cached under the tag
+        else:
+            import vmmalloc._clib as vt
+            torch.cuda.init()
+            with vt.tag("weights"):
+                blocks = [c_malloc(vt, n) for n in sizes]
+                spare = [c_malloc(vt, 256 * MiB) for _ in range(int(cached_gib * GiB) // (256 * MiB))]
+            for p in spare:  # freed but cached under the tag
+                vt.call("vmm_free", p, None)
+            ts = [as_tensor(p, n) for p, n in zip(blocks, sizes)]
         fill(ts)
         before = checksum(ts)
         torch.cuda.synchronize()
@@ -243,6 +264,8 @@ def worker(system: str, live_gib: float, cached_gib: float, cycles: int) -> dict
         ok = checksum(ts) == before
     rows["live_bytes"] = live
     rows["data_ok"] = ok
+    if system == "vmmalloc":
+        rows["front_end"] = front_end
     return rows
 
 
@@ -266,6 +289,7 @@ def summarize(system: str, raw: dict) -> dict:
         "device_bytes_freed": int(statistics.median(raw["device_bytes_freed"][steady])),
         "device_used_after_sleep": int(statistics.median(raw["device_used_after_sleep"][steady])),
         "data_ok": raw["data_ok"],
+        **({"front_end": raw["front_end"]} if "front_end" in raw else {}),
     }
 
 
@@ -275,12 +299,15 @@ def main() -> int:
     ap.add_argument("--live-gib", type=float, default=16.0)
     ap.add_argument("--cached-gib", type=float, default=4.0)
     ap.add_argument("--cycles", type=int, default=4)
+    ap.add_argument("--front-end", choices=["torch", "c"], default="torch",
+                    help="vmmalloc's front end: the PyTorch adapter (install()) or the C library")
     ap.add_argument("--commit", default=None)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "sleep_wake.json"))
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.live_gib, args.cached_gib, args.cycles)), flush=True)
+        print(json.dumps(worker(args.worker, args.live_gib, args.cached_gib, args.cycles,
+                                args.front_end)), flush=True)
         return 0
     systems = [s for s in args.systems.split(",") if s]
     bad = [s for s in systems if s not in SYSTEMS]
@@ -289,7 +316,8 @@ def main() -> int:
     rows = []
     for s in systems:
         cmd = [sys.executable, __file__, "--worker", s, "--live-gib", str(args.live_gib),
-               "--cached-gib", str(args.cached_gib), "--cycles", str(args.cycles)]
+               "--cached-gib", str(args.cached_gib), "--cycles", str(args.cycles),
+               "--front-end", args.front_end]
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT / "python") + os.pathsep + env.get("PYTHONPATH", "")
         out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout

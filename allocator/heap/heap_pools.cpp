@@ -19,20 +19,22 @@ PoolId Heap::pool_for_locked(Stream stream) const {
 
 PoolId Heap::allocation_pool_locked(Stream stream) {
   PoolId pool = pool_for_locked(stream);
-  const TagId tag = current_tag();
-  if (pool == 0 && tag != 0) {
+  if (pool == 0) {
+    const TagId tag = current_tag();
+    if (tag == 0) return 0;
     auto [it, fresh] = tag_pools_.emplace(tag, 0);
-    if (fresh) {
+    if (fresh) {  // the tag's pool, made on its first allocation
       it->second = next_pool_++;
-      PoolState& ps = pools_[it->second];
-      ps.tag = tag;
-      ps.graph = false;
+      PoolState& made = pools_[it->second];
+      made.tag = tag;
+      made.graph = false;
     }
     pool = it->second;
   }
   // A tag put to sleep before it had memory is asleep too.
-  if (pool != 0 && (pools_[pool].asleep || (pool_for_locked(stream) == 0 && asleep_locked(tag)))) {
-    throw InvalidArgumentError("allocation under tag '" + tag_name(pools_[pool].tag) +
+  const PoolState& ps = pools_[pool];
+  if (ps.asleep || (ps.tag != 0 && asleep_locked(ps.tag))) {
+    throw InvalidArgumentError("allocation under tag '" + tag_name(ps.tag) +
                                "' while it is asleep (wake it first)");
   }
   return pool;

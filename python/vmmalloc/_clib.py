@@ -80,6 +80,8 @@ _SIGNATURES = {
     "vmm_workspace_import_size": [_P, ctypes.POINTER(_SIZE)],
     "vmm_workspace_import_capacity": [_P, ctypes.POINTER(_SIZE)],
     "vmm_workspace_import_destroy": [_P, _P],
+    "vmm_malloc": [ctypes.POINTER(_P), _SIZE, ctypes.c_int, _P],
+    "vmm_free": [_P, _P],
     "vmm_tag_push": [ctypes.c_char_p],
     "vmm_tag_pop": [],
     "vmm_sleep": [ctypes.c_int, _NAMES, _SIZE, ctypes.c_int, ctypes.POINTER(_SleepReport)],
