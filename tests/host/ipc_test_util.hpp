@@ -1,14 +1,18 @@
-// Helpers shared by the IPC test files (ipc_tests.cpp, ipc_peer_tests.cpp):
-// one side's allocator state as a process would have it, socket pairs, and
-// counting the host backend's memfds open in this process.
+// Helpers shared by the IPC test files (ipc_tests.cpp, ipc_process_tests.cpp,
+// ipc_peer_tests.cpp): one side's allocator state as a process would have
+// it, socket pairs, counting the host backend's memfds open in this process,
+// and reading bytes of a mapping.
 #pragma once
 
 #include <fcntl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string_view>
 #include <thread>
@@ -19,7 +23,9 @@
 #include "allocator/base/units.hpp"
 #include "allocator/vm/device_context.hpp"
 #include "tests/common/catch.hpp"
+#include "tests/common/test_util.hpp"
 #include "vmmalloc/config.hpp"
+#include "vmmalloc/errors.hpp"
 
 namespace vmm::test {
 
@@ -81,6 +87,21 @@ bool eventually(P pred) {
     std::this_thread::sleep_for(1ms);
   }
   return true;
+}
+
+inline unsigned char* at(void* base, std::size_t offset) {
+  return static_cast<unsigned char*>(base) + offset;
+}
+
+// Every one of `bytes` bytes at `p` is `value`.
+inline bool all_equal(const void* p, std::size_t bytes, unsigned char value) {
+  const auto* b = static_cast<const unsigned char*>(p);
+  return std::all_of(b, b + bytes, [&](unsigned char v) { return v == value; });
+}
+
+// The code of the vmm::DriverError that `f` must throw.
+inline int driver_code(const std::function<void()>& f) {
+  return expect_throw<DriverError>(f).code();
 }
 
 }  // namespace vmm::test
