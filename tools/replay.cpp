@@ -49,27 +49,25 @@
 // JSON object - a results row of the `replay` bench - on stdout.
 // Exit status: 0 on success, 1 if the replay failed (out of memory, a
 // driver error, a verify mismatch), 2 for bad usage or an unreadable trace.
+//
+// This file holds the options, the replay loop and the reports; the streams,
+// touches and the device-memory meter are in replay_devices.{hpp,cpp}.
 
 #include <cuda.h>
-#include <dlfcn.h>
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <chrono>
 #include <cinttypes>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 // Internal: it builds a DeviceContext over a backend of its choice (host or the
@@ -80,12 +78,19 @@
 #include "allocator/backend/fault_injecting_backend.hpp"
 #include "allocator/backend/host_backend.hpp"
 #include "allocator/vm/device_context.hpp"
+#include "tools/replay_devices.hpp"
 #include "tools/trace/trace_reader.hpp"
 #include "vmmalloc/allocator.hpp"
 #include "vmmalloc/config.hpp"
 #include "vmmalloc/errors.hpp"
 
 namespace {
+
+using vmm_replay::CudaDevice;
+using vmm_replay::CudaExtras;
+using vmm_replay::Device;
+using vmm_replay::DeviceMeter;
+using vmm_replay::HostDevice;
 
 constexpr std::size_t kMiB = std::size_t{1} << 20;
 constexpr std::size_t kGiB = std::size_t{1} << 30;
@@ -173,113 +178,6 @@ Options parse_options(int argc, char** argv) {
   return o;
 }
 
-// ------------------------------------------------------------ CUDA extras
-//
-// Driver entry points the tool needs beyond vmmalloc's table, looked up by
-// their exported (versioned) names in libcuda.so.1, which vmmalloc's loader
-// has already opened. Their signatures are those of <cuda.h>.
-struct CudaExtras {
-  CUresult (*stream_create)(CUstream*, unsigned int) = nullptr;      // cuStreamCreate
-  CUresult (*stream_synchronize)(CUstream) = nullptr;                // cuStreamSynchronize
-  CUresult (*stream_destroy)(CUstream) = nullptr;                    // cuStreamDestroy_v2
-  CUresult (*memset_d8_async)(CUdeviceptr, unsigned char, std::size_t, CUstream) = nullptr;
-  CUresult (*device_get_name)(char*, int, CUdevice) = nullptr;       // cuDeviceGetName
-
-  static CudaExtras load() {
-    void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (lib == nullptr) throw std::runtime_error(std::string("dlopen libcuda.so.1: ") + dlerror());
-    CudaExtras x;
-    get(lib, x.stream_create, "cuStreamCreate");
-    get(lib, x.stream_synchronize, "cuStreamSynchronize");
-    get(lib, x.stream_destroy, "cuStreamDestroy_v2");
-    get(lib, x.memset_d8_async, "cuMemsetD8Async");
-    get(lib, x.device_get_name, "cuDeviceGetName");
-    return x;  // the library stays open for the process's lifetime
-  }
-
- private:
-  template <typename F>
-  static void get(void* lib, F& fn, const char* name) {
-    void* p = dlsym(lib, name);
-    if (p == nullptr) throw std::runtime_error(std::string("libcuda.so.1 lacks ") + name);
-    fn = reinterpret_cast<F>(p);
-  }
-};
-
-// Device memory in use (total - free) from cuMemGetInfo, read on demand and
-// by a background sampler, folded into one peak.
-class DeviceMeter {
- public:
-  DeviceMeter(const vmm::cuda::Driver& driver, CUcontext context) : driver_(driver), context_(context) {}
-  ~DeviceMeter() {
-    try {
-      stop();
-    } catch (const std::exception&) {
-      // Only on an error path (stop() is called explicitly otherwise).
-    }
-  }
-  DeviceMeter(const DeviceMeter&) = delete;
-  DeviceMeter& operator=(const DeviceMeter&) = delete;
-
-  std::size_t read() const {
-    std::size_t free_bytes = 0;
-    std::size_t total_bytes = 0;
-    vmm::cuda::check(driver_.MemGetInfo(&free_bytes, &total_bytes), "cuMemGetInfo");
-    return total_bytes - free_bytes;
-  }
-  void sample() { fold(read()); }
-  void start(int hz) {
-    peak_.store(read());
-    if (hz <= 0) return;
-    stop_.store(false);
-    thread_ = std::thread([this, hz] {
-      try {
-        vmm::cuda::check(driver_.CtxSetCurrent(context_), "cuCtxSetCurrent");
-        const auto period = std::chrono::nanoseconds(1'000'000'000LL / hz);
-        auto next = std::chrono::steady_clock::now();
-        while (!stop_.load(std::memory_order_relaxed)) {
-          fold(read());
-          samples_.fetch_add(1, std::memory_order_relaxed);
-          next += period;
-          std::this_thread::sleep_until(next);
-        }
-      } catch (const std::exception& e) {
-        std::lock_guard lock(error_mutex_);
-        error_ = e.what();
-      }
-    });
-    started_ = std::chrono::steady_clock::now();
-  }
-  void stop() {
-    if (!thread_.joinable()) return;
-    stop_.store(true);
-    thread_.join();
-    elapsed_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-    std::lock_guard lock(error_mutex_);
-    if (!error_.empty()) throw std::runtime_error("memory sampler: " + error_);
-  }
-  std::size_t peak() const { return peak_.load(); }
-  double sample_rate_hz() const { return elapsed_s_ > 0 ? static_cast<double>(samples_.load()) / elapsed_s_ : 0; }
-
- private:
-  void fold(std::size_t used) {
-    std::size_t p = peak_.load(std::memory_order_relaxed);
-    while (used > p && !peak_.compare_exchange_weak(p, used, std::memory_order_relaxed)) {
-    }
-  }
-
-  const vmm::cuda::Driver& driver_;
-  CUcontext context_;
-  std::atomic<std::size_t> peak_{0};
-  std::atomic<bool> stop_{false};
-  std::atomic<long long> samples_{0};
-  std::chrono::steady_clock::time_point started_{};
-  double elapsed_s_ = 0;
-  std::mutex error_mutex_;
-  std::string error_;
-  std::thread thread_;
-};
-
 // ------------------------------------------------------------ the replay
 
 struct Result {
@@ -319,70 +217,6 @@ std::size_t round_up(std::size_t n, std::size_t unit) { return (n + unit - 1) / 
 
 // A fill pattern per block: never 0, so untouched (zero) memory never matches.
 std::uint8_t pattern_of(std::uint32_t block) { return static_cast<std::uint8_t>(block % 251 + 1); }
-
-// Where the replay's streams and touches go: the GPU or host streams.
-class Device {
- public:
-  virtual ~Device() = default;
-  virtual vmm::Stream make_stream() = 0;
-  virtual void touch(vmm::Stream s, void* p, std::size_t bytes, std::uint8_t value) = 0;
-  virtual void verify(vmm::Stream s, const void* p, std::size_t bytes, std::uint8_t value) = 0;
-  virtual void synchronize(vmm::Stream s) = 0;
-  virtual std::uint64_t mismatches() const { return 0; }
-};
-
-class CudaDevice final : public Device {
- public:
-  explicit CudaDevice(const CudaExtras& x) : x_(x) {}
-  ~CudaDevice() override {
-    for (vmm::Stream s : streams_) x_.stream_destroy(reinterpret_cast<CUstream>(s));
-  }
-  vmm::Stream make_stream() override {
-    CUstream s = nullptr;
-    vmm::cuda::check(x_.stream_create(&s, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
-    streams_.push_back(reinterpret_cast<vmm::Stream>(s));
-    return streams_.back();
-  }
-  void touch(vmm::Stream s, void* p, std::size_t bytes, std::uint8_t value) override {
-    vmm::cuda::check(x_.memset_d8_async(reinterpret_cast<CUdeviceptr>(p), value, bytes,
-                                        reinterpret_cast<CUstream>(s)),
-                     "cuMemsetD8Async");
-  }
-  void verify(vmm::Stream, const void*, std::size_t, std::uint8_t) override {
-    throw std::logic_error("--verify needs the host backend");
-  }
-  void synchronize(vmm::Stream s) override {
-    vmm::cuda::check(x_.stream_synchronize(reinterpret_cast<CUstream>(s)), "cuStreamSynchronize");
-  }
-
- private:
-  const CudaExtras& x_;
-  std::vector<vmm::Stream> streams_;
-};
-
-class HostDevice final : public Device {
- public:
-  explicit HostDevice(std::shared_ptr<vmm::HostStreams> streams) : streams_(std::move(streams)) {}
-  vmm::Stream make_stream() override { return streams_->create(); }
-  void touch(vmm::Stream s, void* p, std::size_t bytes, std::uint8_t value) override {
-    streams_->enqueue(s, [=] { std::memset(p, value, bytes); });
-  }
-  void verify(vmm::Stream s, const void* p, std::size_t bytes, std::uint8_t value) override {
-    auto counter = mismatches_;
-    streams_->enqueue(s, [=] {
-      const auto* b = static_cast<const std::uint8_t*>(p);
-      std::uint64_t bad = 0;
-      for (std::size_t i = 0; i < bytes; ++i) bad += b[i] != value;
-      counter->fetch_add(bad, std::memory_order_relaxed);
-    });
-  }
-  void synchronize(vmm::Stream s) override { streams_->synchronize(s); }
-  std::uint64_t mismatches() const override { return mismatches_->load(); }
-
- private:
-  std::shared_ptr<vmm::HostStreams> streams_;
-  std::shared_ptr<std::atomic<std::uint64_t>> mismatches_ = std::make_shared<std::atomic<std::uint64_t>>(0);
-};
 
 // Picks the backend; on `auto`, says why it fell back to the host.
 std::string choose_backend(const Options& o, std::FILE* report) {
