@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <exception>
 #include <memory>
 #include <new>
 #include <string>
@@ -55,7 +54,11 @@ namespace {
 
 thread_local std::string t_last_error;
 
-vmm_status fail(vmm_status status, const char* message) {
+}  // namespace
+
+// Every file of the C ABI reports through this thread-local message
+// (c_status.hpp: guarded() and null_argument() come through here).
+vmm_status vmm::capi::set_last_error(vmm_status status, const char* message) noexcept {
   try {
     t_last_error = message;
   } catch (...) {
@@ -64,31 +67,11 @@ vmm_status fail(vmm_status status, const char* message) {
   return status;
 }
 
-// Runs `fn`, mapping every exception to a status.
-template <typename Fn>
-vmm_status guarded(Fn&& fn) noexcept {
-  try {
-    // The parent's state is not usable in a forked child (fork_guard.hpp).
-    if (vmm::in_forked_child()) {
-      return fail(VMM_ERROR_NOT_SUPPORTED, vmm::forked_child_message().c_str());
-    }
-    fn();
-    return VMM_SUCCESS;
-  } catch (const vmm::Error& e) {
-    return fail(e.status(), e.what());
-  } catch (const std::bad_alloc&) {
-    return fail(VMM_ERROR_OUT_OF_MEMORY, "out of host memory");
-  } catch (const std::exception& e) {
-    return fail(VMM_ERROR_INTERNAL, e.what());
-  } catch (...) {
-    return fail(VMM_ERROR_INTERNAL, "unknown exception");
-  }
-}
+namespace {
 
-vmm_status null_argument(const char* what) {
-  return fail(VMM_ERROR_INVALID_VALUE, (std::string(what) + " is NULL").c_str());
-}
-
+using vmm::capi::guarded;
+using vmm::capi::null_argument;
+using vmm::capi::set_last_error;
 using vmm::capi::HandleKind;
 using vmm::capi::LiveHandles;
 
@@ -103,7 +86,7 @@ vmm_status not_live(const char* call, const void* handle, HandleKind kind) {
                 kind == HandleKind::workspace          ? "workspace"
                 : kind == HandleKind::workspace_export ? "workspace_export"
                                                        : "workspace_import");
-  return fail(VMM_ERROR_INVALID_VALUE, text);
+  return set_last_error(VMM_ERROR_INVALID_VALUE, text);
 }
 
 // Checks a handle argument: NULL or not live is VMM_ERROR_INVALID_VALUE.
@@ -163,12 +146,6 @@ constexpr HandleKind kExport = HandleKind::workspace_export;
 constexpr HandleKind kImport = HandleKind::workspace_import;
 
 }  // namespace
-
-// The other files of the C ABI (c_sleep.cpp) report through the same
-// thread-local message (c_status.hpp).
-vmm_status vmm::capi::set_last_error(vmm_status status, const char* message) noexcept {
-  return fail(status, message);
-}
 
 extern "C" {
 
