@@ -1,7 +1,8 @@
 // Shared set-up for the backend-generic suites: a test device (streams and
 // queued work), the backend under test wrapped in a FaultInjectingBackend,
 // and a DeviceContext over it. The fixture types select the backend:
-// HostFixture in vmm_host_tests, CudaFixture in vmm_gpu_tests.
+// HostFixture in vmm_host_tests, CudaFixture in vmm_gpu_tests; VMM_FIXTURES
+// names the one of this build, for TEMPLATE_TEST_CASE.
 #pragma once
 
 #include <chrono>
@@ -25,6 +26,20 @@ struct CudaFixture {
   static std::unique_ptr<TestDevice> make() { return make_cuda_test_device(); }
 };
 #endif
+
+}  // namespace vmm::test
+
+// The fixture a conformance suite is instantiated with in this binary
+// (VMM_CONFORMANCE_CUDA in vmm_gpu_tests, else the host backend). A suite
+// that still defines it itself, with these same tokens, is a harmless
+// identical redefinition.
+#if defined(VMM_CONFORMANCE_CUDA)
+#define VMM_FIXTURES vmm::test::CudaFixture
+#else
+#define VMM_FIXTURES vmm::test::HostFixture
+#endif
+
+namespace vmm::test {
 
 // Small reservations keep sanitizer builds happy; a modest cache limit keeps
 // shrink tests meaningful.

@@ -14,12 +14,6 @@
 #include "vmmalloc/errors.hpp"
 #include "vmmalloc/workspace.hpp"
 
-#if defined(VMM_CONFORMANCE_CUDA)
-#define VMM_FIXTURES vmm::test::CudaFixture
-#else
-#define VMM_FIXTURES vmm::test::HostFixture
-#endif
-
 using namespace vmm;
 using namespace vmm::test;
 
