@@ -10,8 +10,6 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -20,6 +18,7 @@
 #include "allocator/observe/live_socket.hpp"
 #include "allocator/observe/snapshot.hpp"
 #include "tests/common/catch.hpp"
+#include "tests/common/temp_dir.hpp"
 #include "tests/common/test_util.hpp"
 #include "tests/conformance/harness.hpp"
 #include "vmmalloc/snapshot.hpp"
@@ -30,30 +29,6 @@ using namespace vmm::test;
 using Json = nlohmann::json;
 
 namespace {
-
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char templ[] = "/tmp/vmm-snapshot-hostile-XXXXXX";
-    REQUIRE(::mkdtemp(templ) != nullptr);
-    path = templ;
-  }
-  ~TempDir() {
-    const std::string cmd = "rm -rf '" + path + "'";
-    if (std::system(cmd.c_str()) != 0) {
-      // Leftovers in /tmp are harmless.
-    }
-  }
-};
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
-}
 
 // `path` is a regular file (not a link) of mode 0600 holding a snapshot.
 void check_private_snapshot(const std::string& path) {
@@ -77,7 +52,7 @@ void check_only(const std::string& dir, const std::set<std::string>& allowed) {
 
 TEST_CASE("snapshot files: links and files planted at the path are never written through",
           "[snapshot][hostile]") {
-  TempDir dir;
+  TempDir dir("vmm-snapshot-hostile");
   const std::string victim = dir.path + "/victim";
   const std::string target = dir.path + "/snap.json";
   // The temporary name a writer that predicts its names would use.
@@ -117,7 +92,7 @@ TEST_CASE("snapshot files: links and files planted at the path are never written
 }
 
 TEST_CASE("snapshot files: private whatever the umask", "[snapshot][hostile]") {
-  TempDir dir;
+  TempDir dir("vmm-snapshot-hostile");
   const mode_t old = ::umask(0);
   const std::string target = write_snapshot(dir.path + "/s-%p.json");
   ::umask(old);
@@ -145,7 +120,7 @@ TEST_CASE("snapshot: bytes that are not UTF-8 are replaced, every trigger still 
   }
   CHECK(found);
 
-  TempDir dir;
+  TempDir dir("vmm-snapshot-hostile");
   CHECK_NOTHROW(write_snapshot(dir.path + "/odd.json"));
   CHECK(Json::parse(read_file(dir.path + "/odd.json"))["schema"] == kSnapshotSchema);
 
@@ -164,7 +139,7 @@ TEST_CASE("snapshot: bytes that are not UTF-8 are replaced, every trigger still 
 
 TEST_CASE("live socket: $XDG_RUNTIME_DIR/vmmalloc first, for the default base only",
           "[snapshot][live][hostile]") {
-  TempDir runtime;
+  TempDir runtime("vmm-snapshot-hostile");
   const char* old = std::getenv("XDG_RUNTIME_DIR");
   const std::string saved = old != nullptr ? old : "";
   ::setenv("XDG_RUNTIME_DIR", (runtime.path + "/").c_str(), 1);
@@ -198,7 +173,7 @@ TEST_CASE("live socket: $XDG_RUNTIME_DIR/vmmalloc first, for the default base on
 }
 
 TEST_CASE("live socket: the client's directory check", "[snapshot][live][hostile]") {
-  TempDir base;
+  TempDir base("vmm-snapshot-hostile");
   const uid_t me = ::geteuid();
   const std::string dir = base.path + "/vmmalloc-x";
   CHECK(live::client_directory_problem(dir, me).empty());  // nothing there: nothing read

@@ -14,8 +14,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -27,6 +25,7 @@
 #include "allocator/heap/size_classes.hpp"
 #include "allocator/observe/snapshot.hpp"
 #include "tests/common/catch.hpp"
+#include "tests/common/temp_dir.hpp"
 #include "tests/common/test_util.hpp"
 #include "tests/conformance/harness.hpp"
 #include "vmmalloc/allocator.hpp"
@@ -40,27 +39,6 @@ using namespace vmm::test;
 using Json = nlohmann::json;
 
 namespace {
-
-// A fresh directory under /tmp, removed at the end of the scope.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char templ[] = "/tmp/vmm-snapshot-test-XXXXXX";
-    REQUIRE(::mkdtemp(templ) != nullptr);
-    path = templ;
-  }
-  ~TempDir() {
-    const std::string cmd = "rm -rf '" + path + "'";
-    if (std::system(cmd.c_str()) != 0) {
-      // Leftovers in /tmp are harmless.
-    }
-  }
-};
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 Json full_snapshot() { return Json::parse(snapshot_json("api", SnapshotDetail::full)); }
 
@@ -490,7 +468,7 @@ TEST_CASE("snapshot: allocation events only while on", "[snapshot][events]") {
 
 TEST_CASE("snapshot: out of memory records an event and writes snapshot_on_oom",
           "[snapshot][oom]") {
-  TempDir dir;
+  TempDir dir("vmm-snapshot-test");
   Config c = test_config();
   c.memory_cap_bytes = 64 * MiB;
   c.snapshot_on_oom = dir.path + "/oom-%p.json";
@@ -550,7 +528,7 @@ TEST_CASE("snapshot: paths, and writing errors name the path", "[snapshot]") {
   CHECK(contains(e.what(), "/nonexistent-dir-for-vmm/x.json"));
   CHECK(contains(e.what(), "No such file"));
 
-  TempDir dir;
+  TempDir dir("vmm-snapshot-test");
   const std::string path = write_snapshot(dir.path + "/s-%p.json");
   CHECK(path == dir.path + "/s-" + pid + ".json");
   const Json snap = Json::parse(read_file(path));
@@ -562,7 +540,7 @@ TEST_CASE("snapshot: paths, and writing errors name the path", "[snapshot]") {
 
 TEST_CASE("live socket: serves snapshots and summaries, answers a bad request",
           "[snapshot][live]") {
-  TempDir base;
+  TempDir base("vmm-snapshot-test");
   live::Server server;
   const std::optional<std::string> path = server.start(base.path);
   REQUIRE(path);
@@ -603,7 +581,7 @@ TEST_CASE("live socket: serves snapshots and summaries, answers a bad request",
 }
 
 TEST_CASE("live socket: refuses a directory that is not private", "[snapshot][live]") {
-  TempDir base;
+  TempDir base("vmm-snapshot-test");
   const std::string dir = live::socket_directory(base.path, ::geteuid());
   SECTION("group and others may enter") {
     REQUIRE(::mkdir(dir.c_str(), 0755) == 0);
@@ -722,7 +700,7 @@ TEST_CASE("C ABI: snapshots, workspace names and allocation events", "[snapshot]
   CHECK((*region_at(*d, reinterpret_cast<std::uintptr_t>(base)))["size"] == 4u << 20);
   CHECK(vmm_snapshot_json(nullptr, &length) == VMM_ERROR_INVALID_VALUE);
 
-  TempDir dir;
+  TempDir dir("vmm-snapshot-test");
   const std::string path = dir.path + "/c-%p.json";
   REQUIRE(vmm_snapshot_write(path.c_str()) == VMM_SUCCESS);
   CHECK(Json::parse(read_file(dir.path + "/c-" + std::to_string(::getpid()) + ".json"))["schema"] ==

@@ -3,14 +3,15 @@
 // plain and gzip files (zlib or `gzip -dc`, whichever the build uses).
 #include <unistd.h>
 
-#include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <string>
 
 #include "tests/common/catch.hpp"
+#include "tests/common/temp_dir.hpp"
 #include "tools/trace/trace_reader.hpp"
 
+using vmm::test::read_file;
+using vmm::test::TempDir;
 using vmm::trace::Op;
 using vmm::trace::parse_trace;
 using vmm::trace::read_trace;
@@ -27,30 +28,6 @@ std::string error_of(const std::string& text, const std::string& name = "t.trace
   }
   return "";
 }
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/vmm_trace_test_XXXXXX";
-    const char* d = mkdtemp(tmpl);
-    REQUIRE(d != nullptr);
-    path_ = d;
-  }
-  ~TempDir() {
-    if (std::system(("rm -rf '" + path_ + "'").c_str()) != 0) std::fprintf(stderr, "cannot remove %s\n", path_.c_str());
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name, const std::string& contents) const {
-    const std::string p = path_ + "/" + name;
-    std::ofstream(p, std::ios::binary) << contents;
-    return p;
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 const char* kSmall =
     "# test trace\n"
@@ -138,7 +115,7 @@ TEST_CASE("trace: malformed input names the file and line", "[trace]") {
 }
 
 TEST_CASE("trace: reads plain and gzip files alike", "[trace]") {
-  TempDir dir;
+  TempDir dir("vmm_trace_test");
   const std::string plain = dir.file("small.trace", kSmall);
   const vmm::trace::Trace a = read_trace(plain);
   CHECK(a.name == plain);
@@ -165,8 +142,8 @@ TEST_CASE("trace: reads plain and gzip files alike", "[trace]") {
 }
 
 TEST_CASE("trace: unreadable, truncated and corrupt files are errors", "[trace]") {
-  TempDir dir;
-  const std::string missing = dir.path() + "/missing.trace";
+  TempDir dir("vmm_trace_test");
+  const std::string missing = dir.path + "/missing.trace";
   try {
     read_trace(missing);
     FAIL("no error");
@@ -179,8 +156,7 @@ TEST_CASE("trace: unreadable, truncated and corrupt files are errors", "[trace]"
   for (int i = 0; i < 20000; ++i) big += "a " + std::to_string(i + 1) + " 512 0\n";
   const std::string full = dir.file("big.trace", big);
   REQUIRE(std::system(("gzip -n '" + full + "'").c_str()) == 0);
-  std::ifstream in(full + ".gz", std::ios::binary);
-  const std::string gz((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string gz = read_file(full + ".gz");
   REQUIRE(gz.size() > 100);
   const std::string cut = dir.file("cut.trace.gz", gz.substr(0, gz.size() / 2));
   try {
