@@ -29,17 +29,12 @@
 #include <string>
 
 #include "allocator/backend/cuda_backend.hpp"
+#include "tests/common/cuda_check.hpp"
 #include "tests/common/test_device.hpp"
 
 namespace vmm::test {
 namespace {
 
-void cuda_check(cudaError_t err, const char* call) {
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string(call) + " failed: " + cudaGetErrorName(err) + ": " +
-                             cudaGetErrorString(err));
-  }
-}
 #define VMM_TEST_CUDA(expr) ::vmm::test::cuda_check((expr), #expr)
 
 constexpr int kThreads = 256;

@@ -1,6 +1,7 @@
 // Small helpers shared by the host test files.
 #pragma once
 
+#include <cstdlib>
 #include <string>
 #include <string_view>
 
@@ -22,6 +23,15 @@ E expect_throw(F&& f) {
 
 inline bool contains(std::string_view text, std::string_view part) {
   return text.find(part) != std::string_view::npos;
+}
+
+// How much longer timed GPU tests may take: VMM_TEST_TIME_SCALE, an integer
+// from 1 to 100 (scripts/gpu_suite.sh sets it under compute-sanitizer);
+// 1 when unset or out of range.
+inline unsigned time_scale() {
+  const char* text = std::getenv("VMM_TEST_TIME_SCALE");
+  const long scale = text != nullptr ? std::strtol(text, nullptr, 10) : 1;
+  return scale >= 1 && scale <= 100 ? static_cast<unsigned>(scale) : 1;
 }
 
 }  // namespace vmm::test

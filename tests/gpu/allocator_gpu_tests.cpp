@@ -24,6 +24,7 @@
 #include "allocator/vm/device_context.hpp"
 #include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
+#include "tests/common/test_util.hpp"
 #include "tests/common/test_device.hpp"
 #include "tests/conformance/harness.hpp"
 #include "tests/gpu/gpu_kernels.hpp"
@@ -33,12 +34,7 @@
 namespace {
 
 using vmm::MiB;
-
-unsigned time_scale() {
-  const char* text = std::getenv("VMM_TEST_TIME_SCALE");
-  const long scale = text != nullptr ? std::strtol(text, nullptr, 10) : 1;
-  return scale >= 1 && scale <= 100 ? static_cast<unsigned>(scale) : 1;
-}
+using vmm::test::time_scale;
 
 const unsigned kKernelMs = 300 * time_scale();
 

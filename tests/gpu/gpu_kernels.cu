@@ -1,20 +1,11 @@
 // See gpu_kernels.hpp. Thread-safe: stateless, over the thread-safe runtime.
 #include <cuda_runtime.h>
 
-#include <stdexcept>
-#include <string>
-
+#include "tests/common/cuda_check.hpp"
 #include "tests/gpu/gpu_kernels.hpp"
 
 namespace vmm::test {
 namespace {
-
-void check(cudaError_t err, const char* call) {
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string(call) + " failed: " + cudaGetErrorName(err) + ": " +
-                             cudaGetErrorString(err));
-  }
-}
 
 __device__ unsigned long long global_ns() {
   unsigned long long now = 0;
@@ -43,18 +34,18 @@ void launch_scribble(Stream stream, void* ptr, std::size_t bytes, std::uint8_t v
                      unsigned milliseconds, unsigned blocks) {
   scribble_kernel<<<blocks, 256, 0, stream>>>(static_cast<unsigned char*>(ptr), bytes, value,
                                               1000000ull * milliseconds);
-  check(cudaGetLastError(), "scribble_kernel launch");
+  cuda_check(cudaGetLastError(), "scribble_kernel launch");
 }
 
 bool stream_busy(Stream stream) {
   const cudaError_t err = cudaStreamQuery(stream);
   if (err == cudaErrorNotReady) return true;
-  check(err, "cudaStreamQuery");
+  cuda_check(err, "cudaStreamQuery");
   return false;
 }
 
 void begin_capture(Stream stream) {
-  check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
+  cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
 }
 
 void* end_capture(Stream stream) {
@@ -64,21 +55,21 @@ void* end_capture(Stream stream) {
     // An invalidated capture also sets the thread's last error: clear it, so
     // the next launch's cudaGetLastError() does not report it again.
     (void)cudaGetLastError();
-    check(ended, "cudaStreamEndCapture");
+    cuda_check(ended, "cudaStreamEndCapture");
   }
   cudaGraphExec_t exec = nullptr;
   const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
   (void)cudaGraphDestroy(graph);
-  check(err, "cudaGraphInstantiate");
+  cuda_check(err, "cudaGraphInstantiate");
   return exec;
 }
 
 void launch_graph(void* graph_exec, Stream stream) {
-  check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph_exec), stream), "cudaGraphLaunch");
+  cuda_check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph_exec), stream), "cudaGraphLaunch");
 }
 
 void destroy_graph(void* graph_exec) {
-  check(cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph_exec)), "cudaGraphExecDestroy");
+  cuda_check(cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph_exec)), "cudaGraphExecDestroy");
 }
 
 }  // namespace vmm::test

@@ -26,6 +26,7 @@
 #include "allocator/vm/device_context.hpp"
 #include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
+#include "tests/common/test_util.hpp"
 #include "tests/common/test_device.hpp"
 #include "tests/gpu/gpu_kernels.hpp"
 #include "vmmalloc/config.hpp"
@@ -36,6 +37,7 @@ namespace {
 
 using vmm::GiB;
 using vmm::MiB;
+using vmm::test::time_scale;
 using Clock = std::chrono::steady_clock;
 
 double ms_since(Clock::time_point start) {
@@ -44,12 +46,6 @@ double ms_since(Clock::time_point start) {
 
 unsigned char* bytes_at(const vmm::Workspace& ws, std::size_t offset = 0) {
   return static_cast<unsigned char*>(ws.data()) + offset;
-}
-
-unsigned time_scale() {
-  const char* text = std::getenv("VMM_TEST_TIME_SCALE");
-  const long scale = text != nullptr ? std::strtol(text, nullptr, 10) : 1;
-  return scale >= 1 && scale <= 100 ? static_cast<unsigned>(scale) : 1;
 }
 
 // A grow far slower than this would mean it waited for the queued kernel.
