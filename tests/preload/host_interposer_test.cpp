@@ -26,20 +26,11 @@
 #include <string>
 #include <vector>
 
+#include "check.hpp"
 #include "fake_cuda/fake_cuda.h"
 #include "vmmalloc/vmmalloc.h"
 
 namespace {
-
-int g_failures = 0;
-
-#define CHECK(cond)                                                           \
-  do {                                                                        \
-    if (!(cond)) {                                                            \
-      std::fprintf(stderr, "FAILED %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      ++g_failures;                                                           \
-    }                                                                         \
-  } while (0)
 
 bool served(const void* p) {
   size_t bytes = 0;

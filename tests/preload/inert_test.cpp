@@ -20,21 +20,13 @@
 #include <sstream>
 #include <string>
 
+#include "check.hpp"
+
 extern "C" const char* vmm_chain_name(void);
 extern "C" const char* vmm_chain_next_name(void);
 extern "C" int vmm_chain_b_linked(void);
 
 namespace {
-
-int g_failures = 0;
-
-#define CHECK(cond)                                                           \
-  do {                                                                        \
-    if (!(cond)) {                                                            \
-      std::fprintf(stderr, "FAILED %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      ++g_failures;                                                           \
-    }                                                                         \
-  } while (0)
 
 std::string read_file(const char* path) {
   std::ifstream in(path);

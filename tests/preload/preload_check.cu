@@ -37,18 +37,11 @@
 #include <string>
 #include <vector>
 
+#include "check.hpp"
+
 namespace {
 
-int g_failures = 0;
 unsigned long g_allocations = 0;  // allocation calls that succeeded
-
-#define CHECK(cond)                                                           \
-  do {                                                                        \
-    if (!(cond)) {                                                            \
-      std::fprintf(stderr, "FAILED %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      ++g_failures;                                                           \
-    }                                                                         \
-  } while (0)
 
 #define CUDA_OK(call)                                                                    \
   do {                                                                                   \
