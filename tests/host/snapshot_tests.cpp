@@ -1,14 +1,13 @@
-// Snapshots, the event ring and the live socket (docs/snapshot.md), on the
-// host backend: the ring under concurrent writers, a snapshot of a context
-// holding known workspaces, blocks and a reclaim still waiting for its
-// fence, the events each layer records (and the mapped total they carry,
+// Snapshots (docs/snapshot.md), on the host backend: a snapshot of a
+// context holding known workspaces, blocks and a reclaim still waiting for
+// its fence, the events each layer records (and the mapped total they carry,
 // checked against the backend's own count), allocation events on and off,
-// out-of-memory events and snapshots, snapshot paths, the live socket's
-// protocol and directory checks, and the C ABI. vmmctl's own tests are in
-// tests/cli.
+// out-of-memory events and snapshots, snapshot paths, the observability
+// options and the C ABI. The event ring and the live socket have files of
+// their own (event_ring_tests.cpp, live_socket_tests.cpp); vmmctl's own
+// tests are in tests/cli.
 #include <dirent.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -21,7 +20,6 @@
 #include <vector>
 
 #include "allocator/record/event_ring.hpp"
-#include "allocator/observe/live_socket.hpp"
 #include "allocator/heap/size_classes.hpp"
 #include "allocator/observe/snapshot.hpp"
 #include "tests/common/catch.hpp"
@@ -86,86 +84,6 @@ std::vector<Event> events_since(std::uint64_t since) {
 std::uint64_t recorded_now() { return events::ring().read().recorded; }
 
 }  // namespace
-
-// ------------------------------------------------------------ event ring
-
-TEST_CASE("event ring: keeps the newest events in order, counts the rest", "[snapshot][events]") {
-  EventRing ring(16);
-  CHECK(ring.read().events.empty());
-  for (std::uint64_t i = 0; i < 100; ++i) {
-    Event e;
-    e.kind = EventKind::map;
-    e.addr = i;
-    e.bytes = i * 2;
-    e.device = 3;
-    e.mapped_after = -static_cast<std::int64_t>(i);
-    ring.record(e);
-  }
-  const EventRing::Contents c = ring.read();
-  CHECK(c.recorded == 100);
-  CHECK(c.lost == 84);
-  REQUIRE(c.events.size() == 16);
-  for (std::size_t i = 0; i < 16; ++i) {
-    CHECK(c.events[i].addr == 84 + i);
-    CHECK(c.events[i].bytes == (84 + i) * 2);
-    CHECK(c.events[i].device == 3);
-    CHECK(c.events[i].kind == EventKind::map);
-    CHECK(c.events[i].mapped_after == -static_cast<std::int64_t>(84 + i));
-  }
-}
-
-TEST_CASE("event ring: concurrent writers and readers never see a torn event",
-          "[snapshot][events]") {
-  EventRing ring(64);
-  constexpr int kWriters = 4;
-  constexpr std::uint64_t kEach = 20000;
-  std::atomic<bool> done{false}, reading{false};
-  std::atomic<std::uint64_t> torn{0}, out_of_order{0}, read_events{0};
-  std::thread reader([&] {
-    reading = true;
-    for (bool final_read = false; !final_read;) {
-      final_read = done.load();  // one more read once the writers are done
-      const EventRing::Contents c = ring.read();
-      std::map<std::uint64_t, std::uint64_t> last;  // writer -> last sequence seen
-      for (const Event& e : c.events) {
-        const std::uint64_t writer = e.addr >> 40, seq = e.addr & ((1ull << 40) - 1);
-        if (e.bytes != e.addr * 3 + 1 || e.detail != ~e.addr || e.stream != (e.addr ^ 0x5555) ||
-            e.device != static_cast<int>(writer)) {
-          ++torn;
-        }
-        auto it = last.find(writer);
-        if (it != last.end() && seq <= it->second) ++out_of_order;
-        last[writer] = seq;
-      }
-      read_events += c.events.size();
-    }
-  });
-  std::vector<std::thread> writers;
-  for (int w = 0; w < kWriters; ++w) {
-    writers.emplace_back([&ring, &reading, w] {
-      while (!reading.load()) std::this_thread::yield();
-      for (std::uint64_t i = 0; i < kEach; ++i) {
-        Event e;
-        e.addr = (static_cast<std::uint64_t>(w) << 40) | i;
-        e.bytes = e.addr * 3 + 1;
-        e.detail = ~e.addr;
-        e.stream = e.addr ^ 0x5555;
-        e.device = w;
-        ring.record(e);
-      }
-    });
-  }
-  for (std::thread& t : writers) t.join();
-  done = true;
-  reader.join();
-  CHECK(torn == 0);
-  CHECK(out_of_order == 0);
-  CHECK(read_events > 0);
-  const EventRing::Contents c = ring.read();
-  CHECK(c.recorded == kWriters * kEach);
-  CHECK(c.events.size() == 64);
-  CHECK(c.lost == kWriters * kEach - 64);
-}
 
 // --------------------------------------------------------------- snapshot
 
@@ -534,81 +452,6 @@ TEST_CASE("snapshot: paths, and writing errors name the path", "[snapshot]") {
   const Json snap = Json::parse(read_file(path));
   CHECK(snap["reason"] == "api");
   CHECK(snap["schema"] == kSnapshotSchema);
-}
-
-// ------------------------------------------------------------ live socket
-
-TEST_CASE("live socket: serves snapshots and summaries, answers a bad request",
-          "[snapshot][live]") {
-  TempDir base("vmm-snapshot-test");
-  live::Server server;
-  const std::optional<std::string> path = server.start(base.path);
-  REQUIRE(path);
-  const std::string dir = live::socket_directory(base.path, ::geteuid());
-  CHECK(*path == live::socket_path(dir, ::getpid()));
-  CHECK(*path == dir + "/" + std::to_string(::getpid()) + ".sock");
-  CHECK(server.path() == *path);
-  CHECK(server.start(base.path) == path);  // started once
-  struct stat st {};
-  REQUIRE(::stat(dir.c_str(), &st) == 0);
-  CHECK((st.st_mode & 0777) == 0700);
-  REQUIRE(::stat(path->c_str(), &st) == 0);
-  CHECK(S_ISSOCK(st.st_mode));
-  CHECK((st.st_mode & 0777) == 0600);
-
-  live::Reply r = live::request(*path, live::kRequestSnapshot, 10000);
-  REQUIRE(r.status == live::Reply::Status::ok);
-  Json snap = Json::parse(r.body);
-  CHECK(snap["reason"] == "live");
-  CHECK(snap["detail"] == "full");
-  CHECK(snap["process"]["pid"] == ::getpid());
-
-  r = live::request(*path, live::kRequestSummary, 10000);
-  REQUIRE(r.status == live::Reply::Status::ok);
-  CHECK(Json::parse(r.body)["detail"] == "summary");
-
-  r = live::request(*path, "bogus", 10000);
-  REQUIRE(r.status == live::Reply::Status::ok);
-  const Json err = Json::parse(r.body);
-  CHECK(err["error"] == live::kErrorBadRequest);
-  CHECK(contains(err["message"].get<std::string>(), "bogus"));
-
-  server.stop();
-  CHECK(server.path().empty());
-  CHECK(::stat(path->c_str(), &st) != 0);
-  CHECK(live::request(*path, live::kRequestSnapshot, 1000).status ==
-        live::Reply::Status::no_socket);
-}
-
-TEST_CASE("live socket: refuses a directory that is not private", "[snapshot][live]") {
-  TempDir base("vmm-snapshot-test");
-  const std::string dir = live::socket_directory(base.path, ::geteuid());
-  SECTION("group and others may enter") {
-    REQUIRE(::mkdir(dir.c_str(), 0755) == 0);
-    ::chmod(dir.c_str(), 0755);
-  }
-  SECTION("a link to a private directory") {
-    const std::string real = base.path + "/elsewhere";
-    REQUIRE(::mkdir(real.c_str(), 0700) == 0);
-    REQUIRE(::symlink(real.c_str(), dir.c_str()) == 0);
-  }
-  live::Server server;
-  CHECK_FALSE(server.start(base.path));
-  CHECK(server.path().empty());
-}
-
-TEST_CASE("live socket: names", "[snapshot][live]") {
-  CHECK(live::socket_directory("/tmp", 1000) == "/tmp/vmmalloc-1000");
-  CHECK(live::socket_directory("/tmp/", 0) == "/tmp/vmmalloc-0");
-  CHECK(live::socket_directory("/", 7) == "/vmmalloc-7");
-  CHECK(live::socket_path("/tmp/vmmalloc-0", 42) == "/tmp/vmmalloc-0/42.sock");
-  CHECK(live::pid_of_socket_name("42.sock") == 42);
-  CHECK_FALSE(live::pid_of_socket_name("42.sock.tmp"));
-  CHECK_FALSE(live::pid_of_socket_name(".sock"));
-  CHECK_FALSE(live::pid_of_socket_name("x42.sock"));
-  CHECK_FALSE(live::pid_of_socket_name("0.sock"));
-  CHECK(live::request("/nonexistent/vmm.sock", "snapshot", 100).status ==
-        live::Reply::Status::no_socket);
 }
 
 // ------------------------------------------------------------ configuration
