@@ -83,32 +83,17 @@ void Allocator::release_stream_everywhere(Stream stream) {
   }
 }
 
-namespace {
-void add_report(SleepReport& total, const SleepReport& r) {
-  total.live_bytes += r.live_bytes;
-  total.copied_bytes += r.copied_bytes;
-  total.device_bytes += r.device_bytes;
-  total.pinned_bytes += r.pinned_bytes;
-  total.tags_changed += r.tags_changed;
-  total.copy_seconds += r.copy_seconds;
-}
-}  // namespace
-
+// Over every device with a process-wide context (an allocator is made for
+// one that has only workspaces).
 SleepReport Allocator::sleep_everywhere(const std::vector<TagId>& tags, SleepMode mode) {
   SleepReport total;
-  for (auto& slot : registry().by_device) {
-    if (Allocator* a = slot.load(std::memory_order_acquire)) add_report(total, a->sleep(tags, mode));
-  }
+  for (int d : process_devices()) total += instance(d).sleep(tags, mode);
   return total;
 }
 
 SleepReport Allocator::wake_everywhere(const std::vector<TagId>& tags, bool keep_host) {
   SleepReport total;
-  for (auto& slot : registry().by_device) {
-    if (Allocator* a = slot.load(std::memory_order_acquire)) {
-      add_report(total, a->wake(tags, keep_host));
-    }
-  }
+  for (int d : process_devices()) total += instance(d).wake(tags, keep_host);
   return total;
 }
 
@@ -164,7 +149,10 @@ void Allocator::deallocate(void* ptr, Stream stream) {
 
 void Allocator::record_stream(void* ptr, Stream stream) { heap_->record_stream(ptr, stream); }
 
-void Allocator::release_stream(Stream stream) { heap_->release_stream(stream); }
+void Allocator::release_stream(Stream stream) {
+  heap_->release_stream(stream);
+  context().tagged_regions().forget_stream(stream);
+}
 
 std::size_t Allocator::empty_cache() { return heap_->empty_cache(); }
 
@@ -173,14 +161,37 @@ void Allocator::begin_pool(PoolId pool, Stream stream) { heap_->begin_pool(pool,
 void Allocator::end_pool(PoolId pool) { heap_->end_pool(pool); }
 void Allocator::release_pool(PoolId pool) { heap_->release_pool(pool); }
 
-// Sleep and wake: the heap does the work (allocator/heap/heap_sleep.cpp).
+// Sleep and wake, tag by tag: the heap's blocks (allocator/heap/heap_sleep.cpp),
+// then the tag's workspaces (allocator/vm/tagged_regions.hpp). If the
+// workspaces fail to sleep, the blocks put to sleep are woken again; if they
+// fail to wake, the tag stays asleep (asleep() says so) until a wake succeeds.
 SleepReport Allocator::sleep(const std::vector<TagId>& tags, SleepMode mode) {
-  return heap_->sleep(tags, mode);
+  SleepReport total;
+  for (TagId tag : tags) {
+    const std::vector<TagId> one{tag};
+    SleepReport r = heap_->sleep(one, mode);
+    try {
+      context().tagged_regions().sleep(tag, mode, r);
+    } catch (...) {
+      if (r.tags_changed != 0) heap_->wake(one, /*keep_host=*/false);
+      throw;
+    }
+    total += r;
+  }
+  return total;
 }
 SleepReport Allocator::wake(const std::vector<TagId>& tags, bool keep_host) {
-  return heap_->wake(tags, keep_host);
+  SleepReport total;
+  for (TagId tag : tags) {
+    const TagId one[] = {tag};
+    total += heap_->wake(one, keep_host);
+    context().tagged_regions().wake(tag, keep_host, total);
+  }
+  return total;
 }
-bool Allocator::asleep(TagId tag) const { return heap_->asleep(tag); }
+bool Allocator::asleep(TagId tag) const {
+  return heap_->asleep(tag) || context().tagged_regions().asleep(tag);
+}
 void Allocator::tag_pool(PoolId pool, TagId tag) { heap_->tag_pool(pool, tag); }
 
 AllocatorStats Allocator::stats() const { return heap_->stats(); }

@@ -37,6 +37,8 @@ std::size_t Workspace::mapped_bytes() const noexcept {
   return region_ ? region_->mapped_bytes() : 0;
 }
 int Workspace::device() const noexcept { return region_ ? region_->context().device() : -1; }
+TagId Workspace::tag() const noexcept { return region_ ? region_->tag() : 0; }
+void Workspace::record_stream(Stream stream) { usable(region_).record_stream(stream); }
 
 // grow and shrink events (allocator/record/event_ring.hpp) carry the size before and
 // after; an out-of-memory grow is noted (and may write a snapshot).

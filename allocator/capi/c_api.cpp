@@ -333,6 +333,11 @@ vmm_status vmm_workspace_set_name(vmm_workspace* ws, const char* name) {
   return guarded([&] { ws->workspace.set_name(name); });
 }
 
+vmm_status vmm_workspace_record_stream(vmm_workspace* ws, vmm_stream_t stream) {
+  if (vmm_status s = check_handle(__func__, ws, kWorkspace, "workspace")) return s;
+  return guarded([&] { ws->workspace.record_stream(stream); });
+}
+
 vmm_status vmm_can_access_peer(int device, int peer, int* can_access) {
   if (can_access == nullptr) return null_argument("can_access");
   return guarded([&] { *can_access = vmm::can_access_peer(device, peer) ? 1 : 0; });

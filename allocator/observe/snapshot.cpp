@@ -343,6 +343,9 @@ Json device_json(DeviceContext& ctx, const std::vector<const Heap*>& heaps,
         chunks.push_back(chunk_json({m.va, m.chunk.bytes, m.alias}));
       r["chunks"] = std::move(chunks);
       r["pending_reclaims"] = w.info.pending.size();
+      r["tag"] = w.info.tag != 0 ? tag_name(w.info.tag) : "";
+      r["asleep"] = w.info.asleep;
+      r["asleep_bytes"] = w.info.asleep_bytes;
       list.push_back(std::move(r));
     }
     for (const HeapView& v : heap_views) {

@@ -82,6 +82,15 @@ void configure_process(const Config& config) {
   set_log_level(config.log_level);
 }
 
+std::vector<int> process_devices() {
+  if (in_forked_child()) return {};
+  ProcessState& st = process_state();
+  std::lock_guard lock(st.mutex);
+  std::vector<int> out;
+  for (const auto& [device, ctx] : st.contexts) out.push_back(device);
+  return out;
+}
+
 DeviceContext& device_context(int device) {
   // Before the lock: a thread of the parent may have held it at the fork.
   if (in_forked_child()) throw NotSupportedError(forked_child_message());

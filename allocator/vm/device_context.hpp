@@ -20,6 +20,7 @@
 #include "allocator/vm/address_space.hpp"
 #include "allocator/vm/physical_pool.hpp"
 #include "allocator/vm/reclaimer.hpp"
+#include "allocator/vm/tagged_regions.hpp"
 #include "vmmalloc/config.hpp"
 
 namespace vmm {
@@ -42,6 +43,8 @@ class DeviceContext {
   PhysicalPool& pool() noexcept { return *pool_; }
   AddressSpace& address_space() noexcept { return *address_space_; }
   Reclaimer& reclaimer() noexcept { return *reclaimer_; }
+  // The tagged workspace regions, for sleep and wake.
+  TaggedRegions& tagged_regions() noexcept { return tagged_regions_; }
   int device() const noexcept { return backend_->device(); }
 
   // Makes this device's memory - mapped now and mapped later - readable and
@@ -57,6 +60,7 @@ class DeviceContext {
   std::unique_ptr<PhysicalPool> pool_;
   std::unique_ptr<AddressSpace> address_space_;
   std::unique_ptr<Reclaimer> reclaimer_;
+  TaggedRegions tagged_regions_;
 };
 
 // Applies `config` to contexts created from now on. Throws InvalidArgumentError
@@ -68,5 +72,7 @@ void configure_process(const Config& config);
 // -1), NotSupportedError in a child forked after vmmalloc was initialised
 // (allocator/base/fork_guard.hpp).
 DeviceContext& device_context(int device);
+// The devices whose process-wide context exists (none in a forked child).
+std::vector<int> process_devices();
 
 }  // namespace vmm

@@ -26,16 +26,18 @@ struct Gap {
 
 }  // namespace
 
-Region::Region(DeviceContext& context, std::size_t capacity)
-    : context_(context), granularity_(context.backend().granularity()) {
+Region::Region(DeviceContext& context, std::size_t capacity, TagId tag)
+    : context_(context), granularity_(context.backend().granularity()), tag_(tag) {
   if (capacity == 0) throw InvalidArgumentError("workspace capacity must be at least 1 byte");
   range_ = context_.address_space().allocate(capacity);
   capacity_ = capacity;
+  if (tag_ != 0) context_.tagged_regions().add(*this);  // asleep at once if the tag is
   inspect::add_region(*this);  // snapshots see it from now on
 }
 
 Region::~Region() {
   inspect::remove_region(*this);
+  if (tag_ != 0) context_.tagged_regions().remove(*this);
   try {
     release(nullptr);
   } catch (const std::exception& e) {
@@ -46,6 +48,14 @@ Region::~Region() {
 
 void Region::check_usable_locked() const {
   if (released_) throw InvalidArgumentError("workspace was released");
+}
+
+void Region::check_awake_locked() const {
+  check_usable_locked();
+  if (asleep_) {
+    throw InvalidArgumentError("workspace is asleep (tag '" + tag_name(tag_) +
+                               "'): wake the tag first");
+  }
 }
 
 void Region::requeue_locked(std::vector<Reclaimer::Cancelled>& groups) {
@@ -62,7 +72,7 @@ void Region::grow_to(std::size_t n) {
                                std::to_string(capacity_) + " bytes");
   }
   std::lock_guard lock(mutex_);
-  check_usable_locked();
+  check_awake_locked();
   if (n <= size_.load()) return;
   const std::size_t target = align_up(n, granularity_);
   const std::size_t mapped = mapped_.load();
@@ -189,7 +199,7 @@ void Region::grow_to(std::size_t n) {
 
 void Region::shrink_to(std::size_t n, Stream stream) {
   std::lock_guard lock(mutex_);
-  check_usable_locked();
+  check_awake_locked();
   if (n >= size_.load()) return;
   const std::uintptr_t keep_end = range_.base + align_up(n, granularity_);
   auto first_detached = std::find_if(chunks_.begin(), chunks_.end(),
@@ -237,6 +247,8 @@ void Region::release_memory(Stream stream) {
     mappings.insert(mappings.end(), g.mappings.begin(), g.mappings.end());
   }
   released_ = true;
+  asleep_ = false;  // nothing mapped: the range goes as it is
+  host_.reset();
   chunks_.clear();
   mapped_.store(0, std::memory_order_release);
   size_.store(0, std::memory_order_release);
@@ -249,7 +261,7 @@ void Region::release_memory(Stream stream) {
 
 std::shared_ptr<RegionShare> Region::share() {
   std::lock_guard lock(mutex_);
-  check_usable_locked();
+  check_awake_locked();
   if (!share_) {
     auto link = std::make_shared<RegionShare>();
     link->region_ = this;  // not yet visible to any other thread
@@ -312,6 +324,9 @@ RegionInfo Region::info() const {
   out.mapped_bytes = mapped_.load();
   out.chunks = chunks_;
   out.pending = pending_;
+  out.tag = tag_;
+  out.asleep = asleep_;
+  out.asleep_bytes = asleep_ ? align_up(out.size, granularity_) : 0;
   return out;
 }
 

@@ -19,9 +19,18 @@
 // to read the layout and export the chunks' descriptors; the handle outlives
 // the region safely (the region unlinks itself when released or destroyed).
 //
-// Thread-safety: a mutex serialises grow/shrink/release on one region; size()
-// and mapped_bytes() are lock-free reads. Lock order: region share -> region
-// -> reclaimer -> pool -> address space.
+// Sleep (docs/sleep.md): a region made under a tag scope carries the tag.
+// sleep() waits for the work queued on the null stream and on the streams
+// given to record_stream(), and for the fences of pending tail pieces, copies [base, base + size) to pinned host memory
+// (offload) or drops it (discard), then unmaps every chunk and releases it
+// to the device; the address range and the size stay. wake() maps fresh
+// chunks for the size and copies the bytes back. While asleep, grow_to,
+// shrink_to and share throw InvalidArgumentError; release works. A shared
+// region (IPC) cannot sleep.
+//
+// Thread-safety: a mutex serialises grow/shrink/release/sleep/wake on one
+// region; size() and mapped_bytes() are lock-free reads. Lock order: tagged
+// regions -> region share -> region -> reclaimer -> pool -> address space.
 #pragma once
 
 #include <atomic>
@@ -33,6 +42,8 @@
 #include <vector>
 
 #include "allocator/vm/reclaimer.hpp"
+#include "allocator/vm/transfer.hpp"
+#include "vmmalloc/tags.hpp"
 
 namespace vmm {
 
@@ -79,13 +90,17 @@ struct RegionInfo {
   std::size_t mapped_bytes = 0;
   std::vector<Mapping> chunks;             // attached, ascending addresses
   std::vector<Reclaimer::Ticket> pending;  // tail entries awaiting their fences
+  TagId tag = 0;
+  bool asleep = false;  // chunks released; size bytes held on the host (offload) or dropped
+  std::size_t asleep_bytes = 0;  // while asleep: the bytes wake maps back from the base
 };
 
 class Region {
  public:
   // Reserves `capacity` bytes (rounded up to the granularity) of address
-  // space. Throws InvalidArgumentError (0), OutOfMemoryError (no VA).
-  Region(DeviceContext& context, std::size_t capacity);
+  // space, tagged `tag` (0: untagged). Throws InvalidArgumentError (0),
+  // OutOfMemoryError (no VA).
+  Region(DeviceContext& context, std::size_t capacity, TagId tag = current_tag());
   // release(0) if not yet released; never throws.
   ~Region();
   Region(const Region&) = delete;
@@ -96,6 +111,7 @@ class Region {
   std::size_t size() const noexcept { return size_.load(std::memory_order_acquire); }
   std::size_t mapped_bytes() const noexcept { return mapped_.load(std::memory_order_acquire); }
   DeviceContext& context() const noexcept { return context_; }
+  TagId tag() const noexcept { return tag_; }
 
   // See the file comment. Throws InvalidArgumentError (n > capacity, or the
   // region was released), OutOfMemoryError, DriverError; on a throw the
@@ -109,6 +125,19 @@ class Region {
   void release(Stream stream);
 
   RegionInfo info() const;
+
+  // See the file comment (region_sleep.cpp). sleep() of a region asleep or
+  // released, and wake() of one awake, do nothing (wake(keep_host=false)
+  // still frees a kept host buffer). On a throw the region is as before:
+  // sleep throws InvalidArgumentError (shared), DriverError, what
+  // Backend::alloc_pinned throws; wake throws OutOfMemoryError, DriverError.
+  void sleep(SleepMode mode, SleepReport& report);
+  void wake(bool keep_host, SleepReport& report);
+  bool asleep() const;
+  // Work on `stream` uses the region: sleep() waits for what is queued
+  // there (besides the null stream). forget_stream() before destroying it.
+  void record_stream(Stream stream);
+  void forget_stream(Stream stream) noexcept;
 
   // Shares the region with other processes (see the file comment); every
   // call returns the same handle. Throws InvalidArgumentError if released.
@@ -124,6 +153,11 @@ class Region {
   // RegionShare::layout()'s work, under mutex_.
   SharedLayout shared_layout(const std::function<bool(std::uint64_t serial)>& wants_fd);
   void check_usable_locked() const;
+  // check_usable_locked(), and InvalidArgumentError while asleep.
+  void check_awake_locked() const;
+  // Unmaps `all` and releases the chunks; on a failed unmap maps back what
+  // was unmapped and rethrows. Part of sleep().
+  void unmap_release_locked(const std::vector<Mapping>& all);
   // Re-queues taken-back tail mappings with their own fences.
   void requeue_locked(std::vector<Reclaimer::Cancelled>& groups);
 
@@ -139,6 +173,11 @@ class Region {
   std::vector<Mapping> chunks_;
   std::vector<Reclaimer::Ticket> pending_;
   std::shared_ptr<RegionShare> share_;  // set once by share(), under mutex_
+  const TagId tag_;
+  bool asleep_ = false;
+  SleepMode sleep_mode_ = SleepMode::offload;
+  std::vector<Stream> streams_;  // record_stream()'s, for sleep
+  PinnedBuffer host_;  // the bytes of an offloaded sleep; kept across cycles by wake(keep_host)
 };
 
 }  // namespace vmm

@@ -93,7 +93,8 @@ class VMM_API Allocator {
   // sleep(): for each tag, waits for the work queued on the streams that
   // used its memory, copies its live blocks to pinned host memory (offload;
   // discard copies nothing), then unmaps and releases all its physical
-  // memory - live, free and cached alike. Addresses and blocks stay.
+  // memory - live, free and cached alike. Addresses and blocks stay. The
+  // tag's workspaces on this device (Workspace::tag()) follow, the same way.
   // wake(): maps new physical memory at the same addresses and copies the
   // bytes back; `keep_host` keeps the pinned host buffer for the next sleep.
   // Tags already asleep (awake) are skipped. Allocating under a sleeping tag
@@ -107,7 +108,8 @@ class VMM_API Allocator {
   bool asleep(TagId tag) const;
   // Tags graph pool `pool` (0: untags it), as a capture under a tag scope does.
   void tag_pool(PoolId pool, TagId tag);
-  // sleep()/wake() on every process-wide allocator created so far.
+  // sleep()/wake() on every device vmmalloc has used so far (an allocator is
+  // made for a device that has only workspaces).
   static SleepReport sleep_everywhere(const std::vector<TagId>& tags,
                                       SleepMode mode = SleepMode::offload);
   static SleepReport wake_everywhere(const std::vector<TagId>& tags, bool keep_host = false);

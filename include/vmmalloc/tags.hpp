@@ -68,6 +68,16 @@ struct SleepReport {
   std::size_t pinned_bytes = 0;    // pinned host memory allocated by this call
   std::size_t tags_changed = 0;    // tags that went to sleep / woke up
   double copy_seconds = 0;         // time spent in copies
+
+  SleepReport& operator+=(const SleepReport& o) noexcept {
+    live_bytes += o.live_bytes;
+    copied_bytes += o.copied_bytes;
+    device_bytes += o.device_bytes;
+    pinned_bytes += o.pinned_bytes;
+    tags_changed += o.tags_changed;
+    copy_seconds += o.copy_seconds;
+    return *this;
+  }
 };
 
 }  // namespace vmm

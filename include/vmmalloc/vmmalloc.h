@@ -257,6 +257,12 @@ VMM_API vmm_status vmm_set_allocation_events(int enabled);
 /* Names a workspace in snapshots and vmmctl ("" clears the name). */
 VMM_API vmm_status vmm_workspace_set_name(vmm_workspace* ws, const char* name);
 
+/* Work on `stream` uses the workspace: a sleep of its tag (a workspace
+ * created inside vmm_tag_push/vmm_tag_pop carries that tag) waits for the
+ * work queued there, besides the null stream's. Call vmm_release_stream
+ * before destroying the stream. */
+VMM_API vmm_status vmm_workspace_record_stream(vmm_workspace* ws, vmm_stream_t stream);
+
 /* ------------------------------------------------------------ several GPUs */
 
 /* Peer access (docs/multi_gpu.md): memory of one GPU read and written

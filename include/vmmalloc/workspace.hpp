@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 
+#include "vmmalloc/tags.hpp"
 #include "vmmalloc/vmmalloc.h"
 
 namespace vmm {
@@ -49,6 +50,14 @@ class VMM_API Workspace {
   // Physical bytes mapped behind the range (size rounded up to chunks).
   std::size_t mapped_bytes() const noexcept;
   int device() const noexcept;
+  // The tag scope open on the constructing thread (vmmalloc/tags.hpp), or 0:
+  // the workspace sleeps and wakes with that tag (docs/sleep.md).
+  TagId tag() const noexcept;
+  // Work on `stream` uses the workspace: a sleep of its tag waits for the
+  // work queued there (besides the null stream, always waited for). Call
+  // Allocator::release_stream_everywhere (vmm_release_stream) before
+  // destroying the stream. Throws InvalidArgumentError once released.
+  void record_stream(Stream stream);
 
   // Grows to `new_size` in place (no-op if not larger). Throws
   // InvalidArgumentError if new_size > capacity(), OutOfMemoryError if memory

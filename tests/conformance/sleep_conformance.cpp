@@ -4,20 +4,23 @@
 // handle count is the judge), untagged memory is never touched, sleep waits
 // only for the streams that used the memory, wake under memory pressure
 // fails cleanly and a later wake succeeds, graph pools captured under a tag
-// sleep with it, and a fault at every driver call of sleep and wake loses
-// nothing.
+// sleep with it, so do workspaces made under a tag, and a fault at every
+// driver call of sleep and wake loses nothing.
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <iterator>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
 #include "tests/conformance/harness.hpp"
 #include "vmmalloc/allocator.hpp"
 #include "vmmalloc/errors.hpp"
 #include "vmmalloc/tags.hpp"
+#include "vmmalloc/workspace.hpp"
 
 #if defined(VMM_CONFORMANCE_CUDA)
 #define VMM_FIXTURES vmm::test::CudaFixture
@@ -310,6 +313,18 @@ TEMPLATE_TEST_CASE("sleep: a fault at every driver call of sleep and wake loses 
       {
         Allocator a(h.context());
         const std::vector<Filled> w = fill_tagged(h, a, "swept", 90);
+        std::optional<Workspace> ws;
+        {
+          TagScope scope("swept");
+          ws.emplace(h.context(), 64 * MiB);
+        }
+        ws->record_stream(h.stream());
+        ws->grow_to(6 * MiB + 123);
+        h.device().fill(h.stream(), ws->data(), ws->size(), 0x77);
+        const auto ws_intact = [&] {
+          h.device().verify(h.stream(), ws->data(), ws->size(), 0x77);
+          return h.device().mismatches(h.stream()) == 0;
+        };
         h.device().synchronize(h.stream());
         const TagId tag = tag_id("swept");
         h.faults().fail_nth(kind, n);
@@ -319,6 +334,7 @@ TEMPLATE_TEST_CASE("sleep: a fault at every driver call of sleep and wake loses 
           } catch (const Error&) {
             CHECK_FALSE(a.asleep(tag));
             CHECK(mismatches(h, w) == 0);  // awake and intact
+            CHECK(ws_intact());
           }
         }
         for (int attempt = 0; attempt < 3 && a.asleep(tag); ++attempt) {
@@ -332,6 +348,8 @@ TEMPLATE_TEST_CASE("sleep: a fault at every driver call of sleep and wake loses 
         h.faults().disarm();
         CHECK_FALSE(a.asleep(tag));
         CHECK(mismatches(h, w) == 0);
+        CHECK(ws_intact());
+        ws.reset();
         check_accounting(h.context(), a.stats().mapped_bytes);
         free_all(a, w);
       }
@@ -360,6 +378,102 @@ TEMPLATE_TEST_CASE("sleep: a tag put to sleep before it has memory refuses alloc
     TagScope scope("early");
     void* p = a.allocate(1 * MiB, h.stream());
     a.deallocate(p);
+  }
+  CHECK(h.destroy_context_and_check_no_leak());
+}
+
+TEMPLATE_TEST_CASE("sleep: a workspace made under a tag sleeps and wakes with the tag's blocks",
+                   "[conformance][sleep]", VMM_FIXTURES) {
+  Harness h(TestType::make());
+  {
+    Allocator a(h.context());
+    const TagId tag = tag_id("kv");
+    std::optional<Workspace> ws;
+    void* block = nullptr;
+    {
+      TagScope scope("kv");
+      ws.emplace(h.context(), 256 * MiB);
+      block = a.allocate(3 * MiB, h.stream());
+    }
+    ws->record_stream(h.stream());
+    Workspace untagged(h.context(), 64 * MiB);
+    untagged.grow_to(4 * MiB);
+    h.device().fill(h.stream(), untagged.data(), 4 * MiB, 0x21);
+    void* const base = ws->data();
+    ws->grow_to(40 * MiB);
+    ws->shrink_to(10 * MiB + 7, h.stream());  // a tail piece pending its fence
+    h.device().fill(h.stream(), base, ws->size(), 0x3c);
+    h.device().fill(h.stream(), block, 3 * MiB, 0x3d);
+    const std::size_t handles_awake = h.inner().live_objects().handle_bytes;
+
+    const SleepReport s = a.sleep({tag}, SleepMode::offload);
+    CHECK(a.asleep(tag));
+    CHECK(s.copied_bytes == ws->size() + a.block_size(block));
+    CHECK(ws->mapped_bytes() == 0);
+    CHECK(ws->data() == base);
+    CHECK(ws->size() == 10 * MiB + 7);
+    // The workspace's chunks (the pending tail too) went back to the device.
+    CHECK(h.inner().live_objects().handle_bytes == handles_awake - s.device_bytes);
+    CHECK_THROWS_AS(ws->grow_to(20 * MiB), InvalidArgumentError);
+    CHECK_THROWS_AS(ws->shrink_to(1, h.stream()), InvalidArgumentError);
+    // A workspace made under the sleeping tag starts asleep.
+    std::optional<Workspace> late;
+    {
+      TagScope scope("kv");
+      late.emplace(h.context(), 32 * MiB);
+    }
+    CHECK_THROWS_AS(late->grow_to(2 * MiB), InvalidArgumentError);
+    h.device().verify(h.stream(), untagged.data(), 4 * MiB, 0x21);
+    CHECK(h.device().mismatches(h.stream()) == 0);
+
+    const SleepReport k = a.wake({tag}, /*keep_host=*/true);
+    CHECK_FALSE(a.asleep(tag));
+    CHECK(k.copied_bytes == s.copied_bytes);
+    CHECK(ws->data() == base);
+    CHECK(ws->mapped_bytes() == align_up(10 * MiB + 7, h.context().backend().granularity()));
+    h.device().verify(h.stream(), base, ws->size(), 0x3c);
+    h.device().verify(h.stream(), block, 3 * MiB, 0x3d);
+    CHECK(h.device().mismatches(h.stream()) == 0);
+    // Both grow again; a second cycle reuses the kept host buffer.
+    ws->grow_to(30 * MiB);
+    late->grow_to(2 * MiB);
+    h.device().fill(h.stream(), base, 30 * MiB, 0x3e);
+    const SleepReport s2 = a.sleep({tag}, SleepMode::discard);
+    CHECK(s2.copied_bytes == 0);
+    CHECK(s2.pinned_bytes == 0);
+    a.wake({tag});
+    CHECK(ws->mapped_bytes() >= 30 * MiB);
+    CHECK(h.inner().live_objects().pinned_bytes == 0);
+    h.device().fill(h.stream(), base, 30 * MiB, 0x3f);
+    h.device().verify(h.stream(), base, 30 * MiB, 0x3f);
+    CHECK(h.device().mismatches(h.stream()) == 0);
+    late.reset();
+    ws.reset();
+    a.deallocate(block);
+  }
+  CHECK(h.destroy_context_and_check_no_leak());
+}
+
+TEMPLATE_TEST_CASE("sleep: a workspace released while asleep gives everything back",
+                   "[conformance][sleep]", VMM_FIXTURES) {
+  Harness h(TestType::make());
+  {
+    Allocator a(h.context());
+    std::optional<Workspace> ws;
+    {
+      TagScope scope("dropped");
+      ws.emplace(h.context(), 64 * MiB);
+    }
+    ws->record_stream(h.stream());  // the fill below runs there
+    ws->grow_to(12 * MiB);
+    h.device().fill(h.stream(), ws->data(), 12 * MiB, 0x44);
+    a.sleep({tag_id("dropped")});
+    CHECK(h.inner().live_objects().pinned_bytes >= 12 * MiB);
+    ws->release(h.stream());
+    CHECK(h.inner().live_objects().pinned_bytes == 0);
+    ws.reset();
+    a.wake({tag_id("dropped")});
+    CHECK_FALSE(a.asleep(tag_id("dropped")));
   }
   CHECK(h.destroy_context_and_check_no_leak());
 }

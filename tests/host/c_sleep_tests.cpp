@@ -355,3 +355,39 @@ TEST_CASE(
   free_all(blocks);
   release_tag(tag);
 }
+
+TEST_CASE("C ABI sleep: a workspace created under vmm_tag_push sleeps and wakes with its tag",
+          "[c_api][sleep]") {
+  configure_host();
+  const char* tag = "csleep.workspace";
+  REQUIRE(vmm_tag_push(tag) == VMM_SUCCESS);
+  vmm_workspace* ws = nullptr;
+  REQUIRE(vmm_workspace_create(256 * MiB, 0, &ws) == VMM_SUCCESS);
+  REQUIRE(vmm_tag_pop() == VMM_SUCCESS);
+  REQUIRE(vmm_workspace_record_stream(ws, nullptr) == VMM_SUCCESS);
+  REQUIRE(vmm_workspace_grow(ws, 20 * MiB + 5) == VMM_SUCCESS);
+  void* data = nullptr;
+  REQUIRE(vmm_workspace_data(ws, &data) == VMM_SUCCESS);
+  std::memset(data, 0x5e, 20 * MiB + 5);
+
+  vmm_sleep_report s{};
+  REQUIRE(vmm_sleep(-1, &tag, 1, VMM_SLEEP_OFFLOAD, &s) == VMM_SUCCESS);
+  CHECK(s.copied_bytes == 20 * MiB + 5);
+  CHECK(s.device_bytes >= 20 * MiB);
+  CHECK(sleeping(tag) == 1);
+  std::size_t mapped = 1;
+  REQUIRE(vmm_workspace_mapped_bytes(ws, &mapped) == VMM_SUCCESS);
+  CHECK(mapped == 0);
+  CHECK(vmm_workspace_grow(ws, 40 * MiB) == VMM_ERROR_INVALID_VALUE);
+  CHECK(error_says("asleep"));
+
+  REQUIRE(vmm_wake(-1, &tag, 1, 0, nullptr) == VMM_SUCCESS);
+  CHECK(sleeping(tag) == 0);
+  void* after = nullptr;
+  REQUIRE(vmm_workspace_data(ws, &after) == VMM_SUCCESS);
+  CHECK(after == data);
+  CHECK(holds(data, 20 * MiB + 5, 0x5e));
+  REQUIRE(vmm_workspace_grow(ws, 40 * MiB) == VMM_SUCCESS);
+  CHECK(vmm_workspace_record_stream(nullptr, nullptr) == VMM_ERROR_INVALID_VALUE);
+  REQUIRE(vmm_workspace_destroy(ws, nullptr) == VMM_SUCCESS);
+}

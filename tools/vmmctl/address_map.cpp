@@ -58,7 +58,12 @@ std::vector<Span> device_spans(const Json& device) {
   for (const Json& r : device["regions"]) {
     const CellState held = r.value("asleep", false) ? CellState::asleep : CellState::cached;
     for (const Json& c : r["chunks"]) add(c["va"], c["bytes"], held);
-    if (held == CellState::asleep) continue;  // nothing mapped: blocks not drawn in use
+    if (held == CellState::asleep) {
+      // Nothing mapped: blocks not drawn in use. A workspace lists no chunks
+      // while asleep; wake maps asleep_bytes back from its base.
+      if (r["owner"] == "workspace") add(r["base"], r.value("asleep_bytes", std::uint64_t{0}), held);
+      continue;
+    }
     if (r["owner"] == "workspace") {
       add(r["base"], r["size"], CellState::in_use);
     } else {

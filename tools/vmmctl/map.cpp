@@ -26,7 +26,11 @@ std::vector<Span> region_spans(const Json& device, const Json& r) {
                      asleep ? CellState::asleep : CellState::cached});
   }
   if (asleep) {
-    // Nothing is mapped: the live blocks are in host memory or dropped.
+    // Nothing is mapped: the live blocks are in host memory or dropped. A
+    // workspace lists no chunks while asleep; wake maps asleep_bytes back.
+    if (r["owner"] == "workspace") {
+      spans.push_back({base, base + r.value("asleep_bytes", std::uint64_t{0}), CellState::asleep});
+    }
   } else if (r["owner"] == "workspace") {
     spans.push_back({base, base + r["size"].get<std::uint64_t>(), CellState::in_use});
   } else {
