@@ -15,6 +15,7 @@
 #include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
 #include "tests/common/test_device.hpp"
+#include "vmmalloc/allocator.hpp"
 
 namespace vmm::test {
 
@@ -134,6 +135,12 @@ inline void check_accounting(DeviceContext& ctx, std::size_t mapped_by_regions) 
   const ReclaimerStats& r = a.reclaimer;
   CHECK(p.created_bytes == p.acquired_bytes + p.cached_bytes);
   CHECK(p.acquired_bytes == mapped_by_regions + r.pending_bytes);
+}
+
+// The same for an allocator's heap at rest: every acquired chunk is mapped by
+// the heap or pending reclaim.
+inline void check_heap_accounting(Harness& h, const Allocator& a) {
+  check_accounting(h.context(), a.stats().mapped_bytes);
 }
 
 }  // namespace vmm::test
