@@ -22,12 +22,6 @@
 #include "vmmalloc/tags.hpp"
 #include "vmmalloc/workspace.hpp"
 
-#if defined(VMM_CONFORMANCE_CUDA)
-#define VMM_FIXTURES vmm::test::CudaFixture
-#else
-#define VMM_FIXTURES vmm::test::HostFixture
-#endif
-
 using namespace vmm;
 using namespace vmm::test;
 
