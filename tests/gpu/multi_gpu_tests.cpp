@@ -10,11 +10,6 @@
 // process: this binary again, spawned with a hidden test case, the sockets'
 // descriptors at fixed numbers and the scenario in its environment.
 // Kernels come from multi_gpu_kernels.cu. No case synchronizes a device.
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -34,6 +29,7 @@
 #include "allocator/vm/device_context.hpp"
 #include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
+#include "tests/common/child_process.hpp"
 #include "tests/gpu/multi_gpu_kernels.hpp"
 #include "vmmalloc/allocator.hpp"
 #include "vmmalloc/config.hpp"
@@ -42,12 +38,12 @@
 #include "vmmalloc/peer_access.hpp"
 #include "vmmalloc/workspace.hpp"
 
-extern char** environ;
-
 namespace {
 
 using vmm::GiB;
 using vmm::MiB;
+using vmm::test::send_token;
+using vmm::test::stream_pair;
 using vmm::test::fill_on;
 using vmm::test::mismatches_on;
 using vmm::test::synchronize_on;
@@ -271,62 +267,17 @@ constexpr int kChildIpcFd0 = 200;  // the import on device 0
 constexpr int kChildIpcFd1 = 201;  // the import on device 1
 constexpr int kChildControlFd = 202;
 
-std::pair<int, int> stream_pair() {
-  int fds[2];
-  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
-  return {fds[0], fds[1]};
-}
-
-void send_token(int fd, char token) { REQUIRE(::write(fd, &token, 1) == 1); }
-
-char wait_token(int fd) {
-  pollfd p{fd, POLLIN, 0};
-  REQUIRE(::poll(&p, 1, 120000) == 1);
-  char token = 0;
-  REQUIRE(::read(fd, &token, 1) == 1);
-  return token;
-}
-
+// The child runs "ipc: the importer in a child process" (below) with the
+// three descriptors at kChildIpcFd0, kChildIpcFd1 and kChildControlFd.
 pid_t spawn_importer(const char* scenario, const int (&fds)[3]) {
-  posix_spawn_file_actions_t actions;
-  REQUIRE(posix_spawn_file_actions_init(&actions) == 0);
-  const int targets[3] = {kChildIpcFd0, kChildIpcFd1, kChildControlFd};
-  for (int k = 0; k < 3; ++k) {
-    REQUIRE(posix_spawn_file_actions_adddup2(&actions, fds[k], targets[k]) == 0);
-  }
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) {
-    if (std::strncmp(*e, "VMM_TEST_IPC_SCENARIO=", 22) != 0) env.emplace_back(*e);
-  }
-  env.push_back(std::string("VMM_TEST_IPC_SCENARIO=") + scenario);
-  std::vector<char*> envp;
-  for (std::string& s : env) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::string exe = "/proc/self/exe";
-  std::string test = "ipc: the importer in a child process";
-  char* argv[] = {exe.data(), test.data(), nullptr};
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv, envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  REQUIRE(rc == 0);
-  return pid;
+  return vmm::test::spawn_test_case(
+      "ipc: the importer in a child process", scenario,
+      {{fds[0], kChildIpcFd0}, {fds[1], kChildIpcFd1}, {fds[2], kChildControlFd}});
 }
 
-int wait_child(pid_t pid) {
-  const auto deadline = std::chrono::steady_clock::now() + 300s;
-  for (;;) {
-    int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid) {
-      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
-      return -1;
-    }
-    std::this_thread::sleep_for(10ms);
-  }
-}
+char wait_token(int fd) { return vmm::test::wait_token(fd, 120s); }
+
+int wait_child(pid_t pid) { return vmm::test::wait_child(pid, 300s); }
 
 constexpr std::size_t kFirst = 64 * MiB;
 constexpr std::size_t kGrown = 320 * MiB;

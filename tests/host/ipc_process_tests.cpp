@@ -3,10 +3,6 @@
 // sockets' descriptors in its environment), the exporter here, and the
 // workspace grows after the export. As in ipc_tests.cpp, each side checks at
 // the end that its backend holds nothing and that no memfd is left open.
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,16 +11,13 @@
 #include <cstring>
 #include <memory>
 #include <string>
-#include <thread>
-#include <vector>
 
 #include "allocator/base/units.hpp"
 #include "tests/common/catch.hpp"
+#include "tests/common/child_process.hpp"
 #include "tests/host/ipc_test_util.hpp"
 #include "vmmalloc/ipc.hpp"
 #include "vmmalloc/workspace.hpp"
-
-extern char** environ;
 
 namespace {
 
@@ -39,6 +32,7 @@ using vmm::test::at;
 using vmm::test::driver_code;
 using vmm::test::eventually;
 using vmm::test::open_memfds;
+using vmm::test::send_token;
 using vmm::test::stream_pair;
 
 }  // namespace
@@ -52,58 +46,16 @@ namespace {
 constexpr int kChildIpcFd = 200;
 constexpr int kChildControlFd = 201;
 
-void send_token(int fd, char token) {
-  REQUIRE(::write(fd, &token, 1) == 1);
-}
-
-char wait_token(int fd) {
-  pollfd p{fd, POLLIN, 0};
-  REQUIRE(::poll(&p, 1, 30000) == 1);
-  char token = 0;
-  REQUIRE(::read(fd, &token, 1) == 1);
-  return token;
-}
-
-// Spawns the child with its ends of the two sockets; returns its pid.
+// The child runs "ipc: the importer in a child process" (below).
 pid_t spawn_importer(const char* scenario, int ipc_fd, int control_fd) {
-  posix_spawn_file_actions_t actions;
-  REQUIRE(posix_spawn_file_actions_init(&actions) == 0);
-  // dup2 onto other numbers: the copies are not close-on-exec.
-  REQUIRE(posix_spawn_file_actions_adddup2(&actions, ipc_fd, kChildIpcFd) == 0);
-  REQUIRE(posix_spawn_file_actions_adddup2(&actions, control_fd, kChildControlFd) == 0);
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) {
-    if (std::strncmp(*e, "VMM_TEST_IPC_SCENARIO=", 22) != 0) env.emplace_back(*e);
-  }
-  env.push_back(std::string("VMM_TEST_IPC_SCENARIO=") + scenario);
-  std::vector<char*> envp;
-  for (std::string& s : env) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::string exe = "/proc/self/exe";
-  std::string test = "ipc: the importer in a child process";
-  char* argv[] = {exe.data(), test.data(), nullptr};
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv, envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  REQUIRE(rc == 0);
-  return pid;
+  return vmm::test::spawn_test_case("ipc: the importer in a child process", scenario,
+                                    {{ipc_fd, kChildIpcFd}, {control_fd, kChildControlFd}});
 }
+
+char wait_token(int fd) { return vmm::test::wait_token(fd, 30s); }
 
 // The child's exit status (-1 if it did not exit normally within 60 s).
-int wait_child(pid_t pid) {
-  const auto deadline = std::chrono::steady_clock::now() + 60s;
-  for (;;) {
-    int status = 0;
-    const pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    if (std::chrono::steady_clock::now() > deadline) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
-      return -1;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
-}
+int wait_child(pid_t pid) { return vmm::test::wait_child(pid, 60s); }
 
 }  // namespace
 

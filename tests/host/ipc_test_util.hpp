@@ -5,7 +5,6 @@
 #pragma once
 
 #include <fcntl.h>
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -23,6 +22,7 @@
 #include "allocator/base/units.hpp"
 #include "allocator/vm/device_context.hpp"
 #include "tests/common/catch.hpp"
+#include "tests/common/child_process.hpp"  // stream_pair
 #include "tests/common/test_util.hpp"
 #include "vmmalloc/config.hpp"
 #include "vmmalloc/errors.hpp"
@@ -57,12 +57,6 @@ struct IpcSide {
   vmm::FaultInjectingBackend* faults = nullptr;
   std::unique_ptr<vmm::DeviceContext> context;
 };
-
-inline std::pair<int, int> stream_pair() {
-  int fds[2];
-  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
-  return {fds[0], fds[1]};
-}
 
 // Open memfds of the host backend in this process.
 inline int open_memfds() {
