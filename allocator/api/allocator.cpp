@@ -14,6 +14,7 @@
 
 #include "allocator/heap/heap.hpp"
 #include "allocator/heap/size_classes.hpp"
+#include "allocator/api/live_control.hpp"
 #include "allocator/observe/process_context.hpp"
 #include "allocator/observe/snapshot.hpp"
 #include "allocator/record/event_ring.hpp"
@@ -49,7 +50,7 @@ Allocator& Allocator::instance(int device) {
       return *a;
     }
   }
-  DeviceContext& ctx = process_context(device);
+  DeviceContext& ctx = api_context(device);
   const int d = ctx.device();
   if (d < 0 || d >= kMaxDevices) {
     throw InvalidArgumentError("device " + std::to_string(d) + " is beyond vmmalloc's limit of " +

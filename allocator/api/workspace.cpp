@@ -1,6 +1,7 @@
 // vmm::Workspace: the public face of a Region (see include/vmmalloc/workspace.hpp).
 #include "vmmalloc/workspace.hpp"
 
+#include "allocator/api/live_control.hpp"
 #include "allocator/observe/process_context.hpp"
 #include "allocator/observe/snapshot.hpp"
 #include "allocator/record/event_ring.hpp"
@@ -12,7 +13,7 @@
 namespace vmm {
 
 Workspace::Workspace(std::size_t capacity, int device)
-    : region_(std::make_unique<Region>(process_context(device), capacity)) {}
+    : region_(std::make_unique<Region>(api_context(device), capacity)) {}
 
 Workspace::Workspace(DeviceContext& context, std::size_t capacity)
     : region_(std::make_unique<Region>(context, capacity)) {}

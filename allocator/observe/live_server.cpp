@@ -43,6 +43,36 @@ using Clock = std::chrono::steady_clock;
 
 std::string errno_text(int err) { return std::strerror(err); }
 
+// A sleep or wake request being answered on a thread of its own.
+struct ControlJob {
+  std::mutex mutex;
+  bool done = false;
+  std::string reply;
+};
+
+// A pipe a control thread writes a byte to when its job is done. Shared
+// with the threads, so it stays open until the last of them has written.
+struct JobSignal {
+  int read_fd = -1;
+  int write_fd = -1;
+  JobSignal() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0) {
+      read_fd = fds[0];
+      write_fd = fds[1];
+    }
+  }
+  ~JobSignal() {
+    if (read_fd >= 0) ::close(read_fd);
+    if (write_fd >= 0) ::close(write_fd);
+  }
+  JobSignal(const JobSignal&) = delete;
+  JobSignal& operator=(const JobSignal&) = delete;
+};
+
+std::atomic<ControlHandler> g_control_handler{nullptr};
+std::atomic<bool> g_control_busy{false};  // one sleep or wake at a time, process-wide
+
 // One client, served without blocking.
 struct Connection {
   int fd = -1;
@@ -51,12 +81,14 @@ struct Connection {
   RequestReader reader;
   bool replying = false;
   std::unique_ptr<SnapshotText> snapshot;  // the pieces still to come, for a snapshot
+  std::shared_ptr<ControlJob> job;         // a sleep or wake whose reply is to come
+  bool control = false;                    // a sleep or wake request
   std::string out;                         // the piece being sent
   std::size_t sent = 0;
   bool done = false;  // to be closed
 
   Clock::time_point deadline() const {
-    return accepted + (replying ? kConnectionDeadline : kRequestDeadline);
+    return accepted + (control ? kControlDeadline : replying ? kConnectionDeadline : kRequestDeadline);
   }
 };
 
@@ -86,7 +118,8 @@ std::string peer_refusal(int fd) {
 
 class Loop {
  public:
-  Loop(int listen_fd, int wake_fd) : listen_fd_(listen_fd), wake_fd_(wake_fd) {}
+  Loop(int listen_fd, int wake_fd)
+      : listen_fd_(listen_fd), wake_fd_(wake_fd), signal_(std::make_shared<JobSignal>()) {}
   void run();
 
  private:
@@ -96,19 +129,23 @@ class Loop {
   void read_request(Connection& c);
   void start_reply(Connection& c);
   void write_reply(Connection& c);
+  void start_control(Connection& c, const Request& req);
+  void finish_jobs();
   void cut_all();
 
   int listen_fd_;
   int wake_fd_;
+  std::shared_ptr<JobSignal> signal_;
   std::vector<std::unique_ptr<Connection>> conns_;
 };
 
 void Loop::run() {
   std::vector<pollfd> fds;
   for (;;) {
-    fds.assign({{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}});
+    fds.assign({{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}, {signal_->read_fd, POLLIN, 0}});
     for (const auto& c : conns_) {
-      fds.push_back({c->fd, static_cast<short>(c->replying ? POLLOUT : POLLIN), 0});
+      const short events = c->job ? 0 : c->replying ? POLLOUT : POLLIN;  // a job: hang-ups only
+      fds.push_back({c->fd, events, 0});
     }
     const int r = ::poll(fds.data(), fds.size(), timeout_ms());
     if (r < 0) {
@@ -121,10 +158,11 @@ void Loop::run() {
       cut_all();  // exit: no client is waited for
       return;
     }
+    if ((fds[2].revents & POLLIN) != 0) finish_jobs();
     const Clock::time_point now = Clock::now();
     for (std::size_t i = 0; i < conns_.size(); ++i) {
       Connection& c = *conns_[i];
-      if (fds[i + 2].revents != 0) on_event(c, fds[i + 2].revents);
+      if (fds[i + 3].revents != 0) on_event(c, fds[i + 3].revents);
       if (!c.done && now >= c.deadline()) c.done = true;  // too slow: dropped
     }
     conns_.erase(std::remove_if(conns_.begin(), conns_.end(),
@@ -174,7 +212,9 @@ void Loop::accept_one() {
 }
 
 void Loop::on_event(Connection& c, short revents) {
-  if (!c.replying) {
+  if (c.job) {
+    if ((revents & (POLLERR | POLLHUP)) != 0) c.done = true;  // gone; the job still finishes
+  } else if (!c.replying) {
     read_request(c);
   } else if ((revents & (POLLERR | POLLHUP)) != 0) {
     c.done = true;  // the client went away
@@ -202,11 +242,14 @@ void Loop::start_reply(Connection& c) {
   } else if (c.reader.state() == RequestReader::State::too_long) {
     c.out =
         error_reply(kErrorBadRequest, "a request line longer than " + std::to_string(kMaxRequest) +
-                                          " bytes (valid: snapshot, summary)");
+                                          " bytes (valid: snapshot, summary, sleep, wake)");
   } else {
     const Request req = parse_request(c.reader.line());
     if (req.kind == Request::Kind::bad) {
       c.out = error_reply(kErrorBadRequest, req.message);
+    } else if (req.kind == Request::Kind::sleep || req.kind == Request::Kind::wake) {
+      start_control(c, req);
+      if (c.job) return;  // the reply comes when the job is done
     } else {
       try {
         const SnapshotDetail detail =
@@ -243,6 +286,68 @@ void Loop::write_reply(Connection& c) {
     }
     c.done = true;  // all sent
     return;
+  }
+}
+
+void Loop::start_control(Connection& c, const Request& req) {
+  c.control = true;
+  const ControlHandler handler = g_control_handler.load();
+  if (handler == nullptr) {
+    c.out = error_reply(kErrorBadRequest,
+                        "this process takes no sleep or wake requests (its allocator is not in use)");
+    return;
+  }
+  if (signal_->read_fd < 0) {
+    c.out = error_reply(kErrorFailed, "the live socket could not make its job pipe");
+    return;
+  }
+  if (g_control_busy.exchange(true)) {
+    c.out = error_reply(kErrorBusy, "another sleep or wake request is being answered");
+    return;
+  }
+  auto job = std::make_shared<ControlJob>();
+  try {
+    // Runs apart from this thread, which goes on serving (a sleep copies for
+    // seconds). The thread inherits this one's mask: it takes no signal.
+    std::thread([job, handler, req, signal = signal_] {
+      std::string reply;
+      try {
+        reply = handler(req);
+      } catch (const std::exception& e) {
+        reply = error_reply(kErrorFailed, e.what());
+      }
+      {
+        std::lock_guard lock(job->mutex);
+        job->reply = std::move(reply);
+        job->done = true;
+      }
+      g_control_busy.store(false);
+      const char byte = 1;
+      if (::write(signal->write_fd, &byte, 1) < 0) {
+        // Full: the loop is already woken and finds every finished job.
+      }
+    }).detach();
+  } catch (const std::exception& e) {
+    g_control_busy.store(false);
+    c.out = error_reply(kErrorFailed, std::string("cannot start the request's thread: ") + e.what());
+    return;
+  }
+  c.job = std::move(job);
+}
+
+void Loop::finish_jobs() {
+  char buf[64];
+  while (::read(signal_->read_fd, buf, sizeof buf) > 0) {
+  }
+  for (const auto& c : conns_) {
+    if (!c->job) continue;
+    {
+      std::lock_guard lock(c->job->mutex);
+      if (!c->job->done) continue;
+      c->out = std::move(c->job->reply);
+    }
+    c->job.reset();
+    write_reply(*c);
   }
 }
 
@@ -411,6 +516,8 @@ std::string Server::path() const {
   std::lock_guard lock(state_->mutex);
   return state_->started ? state_->path : std::string();
 }
+
+void set_control_handler(ControlHandler handler) noexcept { g_control_handler.store(handler); }
 
 namespace {
 

@@ -95,12 +95,70 @@ RequestReader::State RequestReader::end_of_input() {
   return state_;
 }
 
+namespace {
+
+Request bad(std::string message) {
+  Request r;
+  r.message = std::move(message);
+  return r;
+}
+
+// The words of a line, split at spaces.
+std::vector<std::string_view> words(std::string_view line) {
+  std::vector<std::string_view> out;
+  std::size_t i = 0;
+  while (i < line.size()) {
+    while (i < line.size() && line[i] == ' ') ++i;
+    const std::size_t start = i;
+    while (i < line.size() && line[i] != ' ') ++i;
+    if (i > start) out.push_back(line.substr(start, i - start));
+  }
+  return out;
+}
+
+// "a,b,c" as names (empty ones refused).
+bool split_tags(std::string_view list, std::vector<std::string>& out) {
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t comma = list.find(',', start);
+    const std::string_view name = list.substr(start, comma - start);
+    if (name.empty()) return false;
+    out.emplace_back(name);
+    if (comma == std::string_view::npos) return true;
+    start = comma + 1;
+  }
+}
+
+constexpr std::string_view kValid =
+    "valid: snapshot, summary, sleep offload|discard TAG[,TAG...], wake TAG[,TAG...] [keep_host]";
+
+}  // namespace
+
 Request parse_request(std::string_view line) {
   while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.remove_suffix(1);
-  if (line == kRequestSnapshot) return {Request::Kind::snapshot, {}};
-  if (line == kRequestSummary) return {Request::Kind::summary, {}};
-  return {Request::Kind::bad,
-          "unknown request \"" + std::string(line) + "\" (valid: snapshot, summary)"};
+  if (line == kRequestSnapshot) return {Request::Kind::snapshot, {}, {}, false, false};
+  if (line == kRequestSummary) return {Request::Kind::summary, {}, {}, false, false};
+  const std::vector<std::string_view> w = words(line);
+  Request r;
+  if (w.size() == 3 && w[0] == kRequestSleep) {
+    if (w[1] != "offload" && w[1] != "discard") {
+      return bad("sleep: mode \"" + std::string(w[1]) + "\" (valid: offload, discard)");
+    }
+    r.kind = Request::Kind::sleep;
+    r.discard = w[1] == "discard";
+    if (!split_tags(w[2], r.tags)) return bad("sleep: an empty tag name in \"" + std::string(w[2]) + "\"");
+    return r;
+  }
+  if ((w.size() == 2 || w.size() == 3) && w[0] == kRequestWake) {
+    if (w.size() == 3 && w[2] != "keep_host") {
+      return bad("wake: \"" + std::string(w[2]) + "\" (valid after the tags: keep_host)");
+    }
+    r.kind = Request::Kind::wake;
+    r.keep_host = w.size() == 3;
+    if (!split_tags(w[1], r.tags)) return bad("wake: an empty tag name in \"" + std::string(w[1]) + "\"");
+    return r;
+  }
+  return bad("unknown request \"" + std::string(line) + "\" (" + std::string(kValid) + ")");
 }
 
 std::string error_reply(std::string_view code, std::string_view message) {

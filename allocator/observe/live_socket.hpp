@@ -22,7 +22,14 @@
 // Protocol: the client sends one request line, "snapshot\n" (the full
 // snapshot) or "summary\n" (SnapshotDetail::summary), and reads the reply to
 // end of file: the snapshot JSON, or an error object
-//   {"error": "permission_denied" | "bad_request", "message": "..."}.
+//   {"error": "permission_denied" | "bad_request" | "failed" | "busy",
+//    "message": "..."}.
+// Control requests (docs/sleep.md, `vmmctl sleep` / `vmmctl wake`):
+//   "sleep offload|discard TAG[,TAG...]\n"   "wake TAG[,TAG...] [keep_host]\n"
+// are answered by the process's control handler (set_control_handler; the
+// API layer installs one) on a thread of their own, one at a time (another
+// meanwhile gets "busy"): {"ok": true, "report": {...}} or an error object.
+// They have kControlDeadline instead of kConnectionDeadline.
 //
 // The server is one thread that sleeps in poll() on the listening socket and
 // every open connection (at most kMaxConnections, none blocking): idle
@@ -49,12 +56,17 @@ inline constexpr std::string_view kRequestSnapshot = "snapshot";
 inline constexpr std::string_view kRequestSummary = "summary";
 inline constexpr std::string_view kErrorPermissionDenied = "permission_denied";
 inline constexpr std::string_view kErrorBadRequest = "bad_request";
+inline constexpr std::string_view kErrorFailed = "failed";
+inline constexpr std::string_view kErrorBusy = "busy";
+inline constexpr std::string_view kRequestSleep = "sleep";
+inline constexpr std::string_view kRequestWake = "wake";
 
 // Server limits (docs/snapshot.md#live-socket).
-inline constexpr std::size_t kMaxRequest = 64;  // bytes of a request line
+inline constexpr std::size_t kMaxRequest = 1024;  // bytes of a request line
 inline constexpr int kMaxConnections = 16;      // open at once; the oldest idle one is dropped
 inline constexpr std::chrono::milliseconds kRequestDeadline{2000};      // accept to request
 inline constexpr std::chrono::milliseconds kConnectionDeadline{10000};  // accept to last byte
+inline constexpr std::chrono::milliseconds kControlDeadline{600000};    // a sleep or wake's
 
 // <base>/vmmalloc-<uid>
 std::string socket_directory(std::string_view base, uid_t uid);
@@ -86,12 +98,22 @@ class RequestReader {
 };
 
 struct Request {
-  enum class Kind { snapshot, summary, bad };
+  enum class Kind { snapshot, summary, sleep, wake, bad };
   Kind kind = Kind::bad;
-  std::string message;  // why it is bad
+  std::string message;            // why it is bad
+  std::vector<std::string> tags;  // sleep, wake: the tag names (checked by the handler)
+  bool discard = false;           // sleep: discard (else offload)
+  bool keep_host = false;         // wake
 };
 // What a request line asks for (trailing '\r' and spaces ignored).
 Request parse_request(std::string_view line);
+
+// Answers a sleep or wake request with a reply body (JSON). It may take
+// long (copies) and may throw: the message goes back as a "failed" error.
+using ControlHandler = std::string (*)(const Request& request);
+// Installs the process's handler (nullptr: none; control requests are then
+// refused as bad requests). Thread-safe.
+void set_control_handler(ControlHandler handler) noexcept;
 // An error object; always valid JSON (bytes that are not UTF-8 become U+FFFD).
 std::string error_reply(std::string_view code, std::string_view message);
 

@@ -6,7 +6,7 @@
 // freeing all the while (--churn) like a training loop.
 //
 //   vmmctl_workload [--device N] [--expect FILE] [--snapshot FILE]
-//                   [--serve SECONDS] [--churn] [--odd-name] [--tag TEXT]
+//                   [--serve SECONDS] [--churn] [--odd-name] [--tag TEXT] [--sleepy]
 //
 // What it makes, on `device` (default -1: the current one; the host backend
 // where there is no GPU), with allocation events on:
@@ -17,6 +17,11 @@
 //   then the 4 KiB and 3 MiB + 5 B ones freed
 // --odd-name names the unnamed workspace with bytes that are not UTF-8;
 // --tag TEXT does nothing (it puts TEXT in the command line).
+// --sleepy (host backend only: it writes device memory directly) also makes
+// a 6 MiB heap block under tag "weights" and a workspace of 64 MiB grown to
+// 12 MiB + 3 under tag "kv", each filled with its own byte; at the end it
+// checks both bytes (exit 1 if either changed), waking the tags first if
+// they sleep - for `vmmctl sleep` / `vmmctl wake`.
 // --serve prints "ready <pid>" once all that is done and then waits until
 // stdin closes or SECONDS pass. Exit status 0, or 1 with a message.
 #include <poll.h>
@@ -24,6 +29,9 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <optional>
+#include <stdexcept>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -34,6 +42,7 @@
 
 #include "vmmalloc/allocator.hpp"
 #include "vmmalloc/snapshot.hpp"
+#include "vmmalloc/tags.hpp"
 #include "vmmalloc/vmmalloc.h"
 #include "vmmalloc/workspace.hpp"
 
@@ -48,6 +57,7 @@ struct Options {
   double serve_s = 0;
   bool churn = false;
   bool odd_name = false;
+  bool sleepy = false;
 };
 
 Options parse(int argc, char** argv) {
@@ -68,6 +78,8 @@ Options parse(int argc, char** argv) {
       o.serve_s = std::stod(value());
     } else if (a == "--churn") {
       o.churn = true;
+    } else if (a == "--sleepy") {
+      o.sleepy = true;
     } else if (a == "--odd-name") {
       o.odd_name = true;
     } else if (a == "--tag") {
@@ -75,7 +87,7 @@ Options parse(int argc, char** argv) {
     } else {
       throw std::invalid_argument("unknown argument " + a +
                                   " (valid: --device N, --expect FILE, --snapshot FILE, "
-                                  "--serve SECONDS, --churn, --odd-name, --tag TEXT)");
+                                  "--serve SECONDS, --churn, --odd-name, --tag TEXT, --sleepy)");
     }
   }
   return o;
@@ -109,6 +121,27 @@ int run(int argc, char** argv) {
   for (std::size_t s : sizes) blocks.push_back(heap.allocate(s, nullptr));
   heap.deallocate(blocks[1]);
   heap.deallocate(blocks[4]);
+
+  // --sleepy: tagged memory, filled (host backend: device memory is host memory).
+  void* weights = nullptr;
+  std::optional<vmm::Workspace> kv;
+  if (o.sleepy) {
+    const char* backend = nullptr;
+    if (vmm_backend_name(heap.device(), &backend) != VMM_SUCCESS || std::string(backend) != "host") {
+      throw std::runtime_error("--sleepy needs the host backend");
+    }
+    {
+      vmm::TagScope scope("weights");
+      weights = heap.allocate(6 * MiB, nullptr);
+    }
+    {
+      vmm::TagScope scope("kv");
+      kv.emplace(64 * MiB, heap.device());
+    }
+    kv->grow_to(12 * MiB + 3);
+    std::memset(weights, 0x57, 6 * MiB);
+    std::memset(kv->data(), 0x4b, kv->size());
+  }
 
   nlohmann::ordered_json expect;
   expect["pid"] = static_cast<long>(::getpid());
@@ -171,6 +204,22 @@ int run(int argc, char** argv) {
   }
   for (std::size_t i = 0; i < blocks.size(); ++i) {
     if (i != 1 && i != 4) heap.deallocate(blocks[i]);
+  }
+  if (o.sleepy) {
+    heap.wake({vmm::tag_id("weights"), vmm::tag_id("kv")});
+    const auto holds = [](const void* p, std::size_t n, unsigned char v) {
+      const auto* b = static_cast<const unsigned char*>(p);
+      for (std::size_t i = 0; i < n; ++i) {
+        if (b[i] != v) return false;
+      }
+      return true;
+    };
+    if (!holds(weights, 6 * MiB, 0x57) || !holds(kv->data(), kv->size(), 0x4b)) {
+      std::fprintf(stderr, "vmmctl_workload: tagged memory changed across sleep and wake\n");
+      return 1;
+    }
+    std::printf("tagged memory intact\n");
+    heap.deallocate(weights);
   }
   return 0;
 }

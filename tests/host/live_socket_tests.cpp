@@ -91,3 +91,30 @@ TEST_CASE("live socket: names", "[snapshot][live]") {
   CHECK(live::request("/nonexistent/vmm.sock", "snapshot", 100).status ==
         live::Reply::Status::no_socket);
 }
+
+TEST_CASE("live socket: sleep and wake request lines parse, bad ones say what is valid",
+          "[live][sleep]") {
+  using vmm::live::parse_request;
+  using Kind = vmm::live::Request::Kind;
+  const auto s = parse_request("sleep offload weights,kv \r");
+  CHECK(s.kind == Kind::sleep);
+  CHECK_FALSE(s.discard);
+  CHECK(s.tags == std::vector<std::string>{"weights", "kv"});
+  const auto d = parse_request("sleep  discard  kv");
+  CHECK(d.kind == Kind::sleep);
+  CHECK(d.discard);
+  const auto w = parse_request("wake weights keep_host");
+  CHECK(w.kind == Kind::wake);
+  CHECK(w.keep_host);
+  CHECK(w.tags == std::vector<std::string>{"weights"});
+  CHECK_FALSE(parse_request("wake kv").keep_host);
+  for (const char* bad : {"sleep", "sleep offload", "sleep later kv", "sleep offload a,,b",
+                          "sleep offload ,a", "wake", "wake a, keep_host", "wake a later",
+                          "wake a keep_host extra", "sleepy offload a"}) {
+    CAPTURE(bad);
+    const auto r = parse_request(bad);
+    CHECK(r.kind == Kind::bad);
+    CHECK_FALSE(r.message.empty());
+  }
+  CHECK(parse_request("sleep later kv").message.find("offload, discard") != std::string::npos);
+}

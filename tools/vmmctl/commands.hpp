@@ -25,6 +25,9 @@ struct Options {
   double interval_s = 1.0;            // --interval SECONDS
   std::size_t count = 0;              // --count N (0: until interrupted)
   SourceOptions source;               // --socket-dir, --socket, --timeout
+  bool timeout_set = false;           // --timeout given
+  std::string mode = "offload";       // sleep --mode
+  bool keep_host = false;             // wake --keep-host
 };
 
 int cmd_ps(const Options& o);
@@ -33,6 +36,9 @@ int cmd_map(const Options& o);
 int cmd_top(const Options& o);
 int cmd_diff(const Options& o);
 int cmd_html(const Options& o);
+// `sleep PID TAGS` / `wake PID TAGS` (docs/sleep.md): over the live socket.
+int cmd_sleep(const Options& o);
+int cmd_wake(const Options& o);
 // Runs vmm_replay (found beside vmmctl, else on PATH) with `args`.
 int cmd_replay(const std::vector<std::string>& args);
 

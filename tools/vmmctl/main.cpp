@@ -19,6 +19,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tools/vmmctl/commands.hpp"
@@ -41,6 +42,8 @@ constexpr const char* kUsage =
     "  diff A B                   what changed from snapshot A to B (files or PIDs)\n"
     "  html PID|FILE -o F.html    one self-contained page: address-space map, memory over time\n"
     "  replay ARGS...             trace replay (runs vmm_replay; see vmm_replay --help)\n"
+    "  sleep PID TAGS             put tagged memory to sleep (TAGS: a,b,c; docs/sleep.md)\n"
+    "  wake PID TAGS              wake it: same addresses, bytes copied back\n"
     "\n"
     "options:\n"
     "  --json                     JSON output for scripts (every command)\n"
@@ -54,7 +57,10 @@ constexpr const char* kUsage =
     "  --socket-dir DIR           where sockets live (default: live_socket_dir of VMMALLOC_CONF, "
     "/tmp)\n"
     "  --socket PATH              ask this socket instead of finding a PID's\n"
-    "  --timeout SECONDS          how long to wait for a live process (default 10)\n"
+    "  --timeout SECONDS          how long to wait for a live process (default 10; sleep and\n"
+    "                             wake: 600)\n"
+    "  --mode offload|discard     sleep: copy the live bytes to host memory (default) or drop them\n"
+    "  --keep-host                wake: keep the pinned host copy for the next sleep\n"
     "  --max-input BYTES          read at most this much of a snapshot (default 256M, or\n"
     "                             VMMCTL_MAX_INPUT); K, M, G suffixes\n"
     "\n"
@@ -121,6 +127,8 @@ const std::map<std::string, CommandSpec>& commands() {
         1,
         "PID|FILE",
         {"--json", "-o", "--socket-dir", "--socket", "--timeout", "--max-input"}}},
+      {"sleep", {2, 2, "PID TAGS", {"--json", "--mode", "--socket-dir", "--socket", "--timeout"}}},
+      {"wake", {2, 2, "PID TAGS", {"--json", "--keep-host", "--socket-dir", "--socket", "--timeout"}}},
   };
   return table;
 }
@@ -140,6 +148,10 @@ Options parse(const std::string& command, int argc, char** argv) {
       }
       if (a == "--json") {
         o.json = true;
+        continue;
+      }
+      if (a == "--keep-host") {
+        o.keep_host = true;
         continue;
       }
       if (i + 1 >= argc) usage_error(a + " needs a value");
@@ -163,6 +175,10 @@ Options parse(const std::string& command, int argc, char** argv) {
         o.source.socket_path = v;
       } else if (a == "--timeout") {
         o.source.timeout_ms = static_cast<int>(seconds_value(a, v) * 1000);
+        o.timeout_set = true;
+      } else if (a == "--mode") {
+        if (v != "offload" && v != "discard") usage_error("--mode takes offload or discard, not '" + v + "'");
+        o.mode = v;
       } else if (a == "--max-input") {
         max_input = vmmctl::parse_byte_count(v);
         if (!max_input) usage_error("--max-input takes a byte count like 512M, not '" + v + "'");
@@ -174,8 +190,13 @@ Options parse(const std::string& command, int argc, char** argv) {
   if (o.source.socket_path && !o.args.empty() && spec.min_args == 1) {
     usage_error("vmmctl " + command + ": give " + spec.args_text + " or --socket PATH, not both");
   }
-  // With --socket the PID argument may be left out.
-  const std::size_t min_args = o.source.socket_path && spec.min_args == 1 ? 0 : spec.min_args;
+  // With --socket the PID argument is left out.
+  const bool pid_first = std::string_view(spec.args_text).starts_with("PID");
+  if (o.source.socket_path && pid_first && spec.min_args == 2 && o.args.size() == 2) {
+    usage_error("vmmctl " + command + ": give " + spec.args_text + " or --socket PATH TAGS, not both");
+  }
+  const std::size_t min_args =
+      o.source.socket_path && pid_first && spec.min_args >= 1 ? spec.min_args - 1 : spec.min_args;
   if (o.args.size() < min_args || o.args.size() > spec.max_args) {
     usage_error("vmmctl " + command + " takes " + spec.args_text +
                 (spec.max_args == 0 ? std::string("no arguments") : std::string()));
@@ -196,7 +217,7 @@ int run(int argc, char** argv) {
     return vmmctl::cmd_replay(std::vector<std::string>(argv + 2, argv + argc));
   if (commands().count(command) == 0) {
     usage_error("unknown command '" + command +
-                "' (valid: ps, show, map, top, diff, html, replay)");
+                "' (valid: ps, show, map, top, diff, html, replay, sleep, wake)");
   }
   const Options o = parse(command, argc, argv);
   if (command == "ps") return vmmctl::cmd_ps(o);
@@ -204,6 +225,8 @@ int run(int argc, char** argv) {
   if (command == "map") return vmmctl::cmd_map(o);
   if (command == "top") return vmmctl::cmd_top(o);
   if (command == "diff") return vmmctl::cmd_diff(o);
+  if (command == "sleep") return vmmctl::cmd_sleep(o);
+  if (command == "wake") return vmmctl::cmd_wake(o);
   return vmmctl::cmd_html(o);
 }
 

@@ -486,10 +486,14 @@ void check_status(const vmm::live::Reply& reply, const Target& t) {
 
 }  // namespace
 
-Snapshot fetch_live(pid_t pid, const SourceOptions& options, std::string_view request) {
-  const Target t = locate(pid, options);
-  const vmm::live::Reply reply =
-      vmm::live::request(t.path, request, options.timeout_ms, options.max_input);
+namespace {
+
+// Sends `request` to the process `t` names and checks who answered; returns
+// the reply parsed, or throws the CliError an error object or a failure
+// means.
+Json ask(const Target& t, const SourceOptions& options, std::string_view request,
+         vmm::live::Reply& reply) {
+  reply = vmm::live::request(t.path, request, options.timeout_ms, options.max_input);
   check_status(reply, t);
   check_peer(reply, t.uid, t.pid, t.origin, t.path);
   const Json doc = parse_json(reply.body, t.origin);
@@ -504,6 +508,27 @@ Snapshot fetch_live(pid_t pid, const SourceOptions& options, std::string_view re
     }
     throw CliError(kError, t.origin + ": " + code + ": " + msg);
   }
+  return doc;
+}
+
+}  // namespace
+
+Json control_live(pid_t pid, const SourceOptions& options, std::string_view request) {
+  const Target t = locate(pid, options);
+  vmm::live::Reply reply;
+  const Json doc = ask(t, options, request, reply);
+  if (!doc.is_object() || !doc.value("ok", false) || !doc.contains("report") ||
+      !doc["report"].is_object()) {
+    throw CliError(kMalformed, t.origin + ": the reply to \"" + std::string(request) +
+                                   "\" is not a report");
+  }
+  return doc;
+}
+
+Snapshot fetch_live(pid_t pid, const SourceOptions& options, std::string_view request) {
+  const Target t = locate(pid, options);
+  vmm::live::Reply reply;
+  const Json doc = ask(t, options, request, reply);
   check_snapshot(doc, t.origin);
   // The snapshot of the process asked for (or of the one serving the socket).
   const long long want = t.pid ? *t.pid : reply.peer_pid;

@@ -69,6 +69,12 @@ Snapshot load_snapshot(const std::string& spec, const SourceOptions& options,
 // Asks a live process (`pid`, or options.socket_path if set).
 Snapshot fetch_live(pid_t pid, const SourceOptions& options, std::string_view request);
 
+// Sends a control request ("sleep offload TAGS", "wake TAGS", see
+// allocator/observe/live_socket.hpp) to a live process, with the same checks
+// as fetch_live; returns its {"ok": true, "report": {...}} reply. An error
+// reply throws CliError(kError) with its message.
+Json control_live(pid_t pid, const SourceOptions& options, std::string_view request);
+
 // True if `spec` names a PID rather than a file.
 bool is_pid_spec(const std::string& spec);
 
