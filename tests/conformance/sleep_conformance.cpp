@@ -6,12 +6,14 @@
 // fails cleanly and a later wake succeeds, graph pools captured under a tag
 // sleep with it, so do workspaces made under a tag, and a fault at every
 // driver call of sleep and wake loses nothing.
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <iterator>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "allocator/base/units.hpp"
@@ -468,6 +470,60 @@ TEMPLATE_TEST_CASE("sleep: a workspace released while asleep gives everything ba
     ws.reset();
     a.wake({tag_id("dropped")});
     CHECK_FALSE(a.asleep(tag_id("dropped")));
+  }
+  CHECK(h.destroy_context_and_check_no_leak());
+}
+
+TEMPLATE_TEST_CASE("sleep: sleep and wake race allocations of other tags and untagged memory "
+                   "on other threads",
+                   "[conformance][sleep][threads]", VMM_FIXTURES) {
+  Harness h(TestType::make());
+  {
+    Allocator a(h.context());
+    const std::vector<Filled> w = fill_tagged(h, a, "raced", 30);
+    h.device().synchronize(h.stream());
+    const TagId tag = tag_id("raced");
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> failures{0};
+    std::atomic<std::uint64_t> rounds{0};
+    std::vector<std::thread> workers;
+    for (int t = 0; t < 3; ++t) {
+      workers.emplace_back([&, t] {
+        // Thread 0 allocates untagged, the others under tags of their own.
+        const std::string name = "racer" + std::to_string(t);
+        std::optional<TagScope> scope;
+        if (t != 0) scope.emplace(name);
+        const Stream s = h.device().create_stream();
+        std::uint8_t v = static_cast<std::uint8_t>(t * 50);
+        while (!stop.load()) {
+          std::vector<Filled> mine;
+          for (std::size_t n : {std::size_t{4096}, 1 * MiB, 3 * MiB + 17}) {
+            void* p = a.allocate(n, s);
+            h.device().fill(s, p, n, ++v);
+            mine.push_back({p, n, v});
+          }
+          for (const Filled& f : mine) h.device().verify(s, f.ptr, f.bytes, f.value);
+          if (h.device().mismatches(s) != 0) ++failures;
+          for (const Filled& f : mine) a.deallocate(f.ptr, s);
+          ++rounds;
+        }
+        h.device().synchronize(s);
+        a.release_stream(s);
+        h.device().destroy_stream(s);
+      });
+    }
+    for (int cycle = 0; cycle < 8; ++cycle) {
+      a.sleep({tag}, SleepMode::offload);
+      CHECK(a.asleep(tag));
+      a.wake({tag}, /*keep_host=*/cycle % 3 == 0);
+      CHECK(mismatches(h, w) == 0);
+    }
+    stop = true;
+    for (std::thread& t : workers) t.join();
+    CHECK(failures.load() == 0);
+    CHECK(rounds.load() > 0);
+    check_accounting(h.context(), a.stats().mapped_bytes);
+    free_all(a, w);
   }
   CHECK(h.destroy_context_and_check_no_leak());
 }
