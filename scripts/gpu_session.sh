@@ -26,7 +26,7 @@
 #   multi        scripts/gpu_multi.sh (needs 2 GPUs)
 #   ddp          bench/ddp_train.py (needs 2 GPUs)
 #   sleep-bench  the adapter built, tests/python/test_sleep.py, then bench/sleep_wake.py
-#                (16 GiB live; a few minutes)
+#                (16 GiB live) and bench/rl_colocate.py (a few minutes)
 #   diagnose     the adapter built, then bench/diagnostics/memory_speed.py
 #                and bench/diagnostics/handle_cost.py (~2 min)
 # Environment: COMMIT (required: the device's copy has no .git), JOBS, and
@@ -135,7 +135,8 @@ for stage in "$@"; do
         export VMMALLOC_LIBRARY_DIR=$PWD/build-gpu-torch/allocator \
           VMMALLOC_TORCH_BUILD_DIR=$PWD/build-gpu-torch/torch-extension PYTHONPATH=$PWD/python &&
         { python3 -m pytest -q tests/python/test_sleep.py; t=$?; } &&
-        python3 bench/sleep_wake.py --commit "$COMMIT" --out "$OUT/sleep_wake.json" && exit $t' ;;
+        python3 bench/sleep_wake.py --commit "$COMMIT" --out "$OUT/sleep_wake.json" &&
+        python3 bench/rl_colocate.py --commit "$COMMIT" --out "$OUT/rl_colocate.json" && exit $t' ;;
     *) echo "gpu_session.sh: unknown stage '$stage'" >&2; STATUS=2 ;;
   esac
 done
