@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "allocator/vm/reclaimer.hpp"
+#include "allocator/vm/tagged_regions.hpp"
 #include "allocator/vm/transfer.hpp"
 #include "vmmalloc/tags.hpp"
 
@@ -95,7 +96,7 @@ struct RegionInfo {
   std::size_t asleep_bytes = 0;  // while asleep: the bytes wake maps back from the base
 };
 
-class Region {
+class Region final : public SleepingRegion {
  public:
   // Reserves `capacity` bytes (rounded up to the granularity) of address
   // space, tagged `tag` (0: untagged). Throws InvalidArgumentError (0),
@@ -111,7 +112,7 @@ class Region {
   std::size_t size() const noexcept { return size_.load(std::memory_order_acquire); }
   std::size_t mapped_bytes() const noexcept { return mapped_.load(std::memory_order_acquire); }
   DeviceContext& context() const noexcept { return context_; }
-  TagId tag() const noexcept { return tag_; }
+  TagId tag() const noexcept override { return tag_; }
 
   // See the file comment. Throws InvalidArgumentError (n > capacity, or the
   // region was released), OutOfMemoryError, DriverError; on a throw the
@@ -131,13 +132,13 @@ class Region {
   // still frees a kept host buffer). On a throw the region is as before:
   // sleep throws InvalidArgumentError (shared), DriverError, what
   // Backend::alloc_pinned throws; wake throws OutOfMemoryError, DriverError.
-  void sleep(SleepMode mode, SleepReport& report);
-  void wake(bool keep_host, SleepReport& report);
+  void sleep(SleepMode mode, SleepReport& report) override;
+  void wake(bool keep_host, SleepReport& report) override;
   bool asleep() const;
   // Work on `stream` uses the region: sleep() waits for what is queued
   // there (besides the null stream). forget_stream() before destroying it.
   void record_stream(Stream stream);
-  void forget_stream(Stream stream) noexcept;
+  void forget_stream(Stream stream) noexcept override;
 
   // Shares the region with other processes (see the file comment); every
   // call returns the same handle. Throws InvalidArgumentError if released.

@@ -4,12 +4,11 @@
 #include <algorithm>
 
 #include "allocator/base/log.hpp"
-#include "allocator/vm/region.hpp"
 #include "vmmalloc/errors.hpp"
 
 namespace vmm {
 
-void TaggedRegions::add(Region& region) {
+void TaggedRegions::add(SleepingRegion& region) {
   std::lock_guard lock(mutex_);
   regions_.push_back(&region);
   if (asleep_.count(region.tag()) != 0) {
@@ -18,14 +17,14 @@ void TaggedRegions::add(Region& region) {
   }
 }
 
-void TaggedRegions::remove(Region& region) noexcept {
+void TaggedRegions::remove(SleepingRegion& region) noexcept {
   std::lock_guard lock(mutex_);
   regions_.erase(std::remove(regions_.begin(), regions_.end(), &region), regions_.end());
 }
 
-std::vector<Region*> TaggedRegions::of_tag_locked(TagId tag) const {
-  std::vector<Region*> out;
-  for (Region* r : regions_) {
+std::vector<SleepingRegion*> TaggedRegions::of_tag_locked(TagId tag) const {
+  std::vector<SleepingRegion*> out;
+  for (SleepingRegion* r : regions_) {
     if (r->tag() == tag) out.push_back(r);
   }
   return out;
@@ -33,7 +32,7 @@ std::vector<Region*> TaggedRegions::of_tag_locked(TagId tag) const {
 
 void TaggedRegions::forget_stream(Stream stream) noexcept {
   std::lock_guard lock(mutex_);
-  for (Region* r : regions_) r->forget_stream(stream);
+  for (SleepingRegion* r : regions_) r->forget_stream(stream);
 }
 
 bool TaggedRegions::asleep(TagId tag) const {
@@ -44,7 +43,7 @@ bool TaggedRegions::asleep(TagId tag) const {
 void TaggedRegions::sleep(TagId tag, SleepMode mode, SleepReport& report) {
   std::lock_guard lock(mutex_);
   if (asleep_.count(tag) != 0) return;
-  const std::vector<Region*> regions = of_tag_locked(tag);
+  const std::vector<SleepingRegion*> regions = of_tag_locked(tag);
   SleepReport mine;
   std::size_t done = 0;
   try {
@@ -67,7 +66,7 @@ void TaggedRegions::sleep(TagId tag, SleepMode mode, SleepReport& report) {
 
 void TaggedRegions::wake(TagId tag, bool keep_host, SleepReport& report) {
   std::lock_guard lock(mutex_);
-  for (Region* r : of_tag_locked(tag)) r->wake(keep_host, report);
+  for (SleepingRegion* r : of_tag_locked(tag)) r->wake(keep_host, report);
   asleep_.erase(tag);
 }
 

@@ -18,12 +18,23 @@
 
 namespace vmm {
 
-class Region;
+// What TaggedRegions needs of a region (Region implements it; kept apart so
+// the device context, which owns the set, does not depend on Region).
+class SleepingRegion {
+ public:
+  virtual TagId tag() const noexcept = 0;
+  virtual void sleep(SleepMode mode, SleepReport& report) = 0;
+  virtual void wake(bool keep_host, SleepReport& report) = 0;
+  virtual void forget_stream(Stream stream) noexcept = 0;
+
+ protected:
+  ~SleepingRegion() = default;
+};
 
 class TaggedRegions {
  public:
-  void add(Region& region);
-  void remove(Region& region) noexcept;
+  void add(SleepingRegion& region);
+  void remove(SleepingRegion& region) noexcept;
   void sleep(TagId tag, SleepMode mode, SleepReport& report);
   void wake(TagId tag, bool keep_host, SleepReport& report);
   bool asleep(TagId tag) const;
@@ -31,10 +42,10 @@ class TaggedRegions {
   void forget_stream(Stream stream) noexcept;
 
  private:
-  std::vector<Region*> of_tag_locked(TagId tag) const;
+  std::vector<SleepingRegion*> of_tag_locked(TagId tag) const;
 
   mutable std::mutex mutex_;
-  std::vector<Region*> regions_;
+  std::vector<SleepingRegion*> regions_;
   std::unordered_set<TagId> asleep_;
 };
 
