@@ -7,6 +7,7 @@
 // (vmm_free) takes no process-wide lock.
 #include "vmmalloc/allocator.hpp"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <mutex>
@@ -201,5 +202,28 @@ std::size_t Allocator::block_size(const void* ptr) const { return heap_->block_s
 int Allocator::device() const noexcept { return heap_->context().device(); }
 DeviceContext& Allocator::context() const noexcept { return heap_->context(); }
 std::size_t Allocator::trim_to_limit() { return heap_->trim_to_limit(); }
+
+void Allocator::set_memory_cap(std::size_t bytes) {
+  const std::size_t g = context().pool().granularity();
+  context().pool().set_memory_cap(bytes == 0 ? 0 : std::max(g, bytes / g * g));
+}
+
+std::size_t Allocator::memory_cap() const { return context().pool().stats().memory_cap_bytes; }
+
+void Allocator::set_memory_fraction(double fraction) {
+  if (!(fraction > 0.0 && fraction <= 1.0)) {
+    throw InvalidArgumentError("memory fraction " + std::to_string(fraction) +
+                               " is out of range (valid: 0 < fraction <= 1)");
+  }
+  const std::size_t total = context().backend().memory_info().total_bytes;
+  set_memory_cap(static_cast<std::size_t>(static_cast<double>(total) * fraction));
+}
+
+double Allocator::memory_fraction() const {
+  const std::size_t cap = memory_cap();
+  if (cap == 0) return 1.0;
+  const std::size_t total = context().backend().memory_info().total_bytes;
+  return total == 0 ? 1.0 : std::min(1.0, static_cast<double>(cap) / static_cast<double>(total));
+}
 
 }  // namespace vmm

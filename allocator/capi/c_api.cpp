@@ -279,6 +279,15 @@ vmm_status vmm_empty_cache(int device, size_t* released) {
   });
 }
 
+vmm_status vmm_set_memory_fraction(int device, double fraction) {
+  return guarded([&] { vmm::Allocator::instance(device).set_memory_fraction(fraction); });
+}
+
+vmm_status vmm_get_memory_fraction(int device, double* fraction) {
+  if (fraction == nullptr) return null_argument("fraction");
+  return guarded([&] { *fraction = vmm::Allocator::instance(device).memory_fraction(); });
+}
+
 vmm_status vmm_block_size(const void* ptr, size_t* bytes) {
   if (bytes == nullptr) return null_argument("bytes");
   return guarded([&] {

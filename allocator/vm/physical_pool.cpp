@@ -57,6 +57,22 @@ PhysicalPool::~PhysicalPool() {
   }
 }
 
+std::size_t PhysicalPool::set_memory_cap(std::size_t bytes) {
+  std::vector<Chunk> victims;
+  {
+    std::lock_guard lock(mutex_);
+    cap_bytes_ = bytes;
+    stats_.memory_cap_bytes = bytes;
+    if (bytes != 0 && stats_.created_bytes > bytes) {
+      victims = take_cached_locked(stats_.created_bytes - bytes);
+    }
+  }
+  std::size_t released = 0;
+  for (const Chunk& c : victims) released += c.bytes;
+  if (!victims.empty()) release_chunks(victims);
+  return released;
+}
+
 int PhysicalPool::class_index(std::size_t bytes) const {
   auto it = std::lower_bound(classes_.begin(), classes_.end(), bytes);
   if (it == classes_.end() || *it != bytes) return -1;

@@ -75,6 +75,12 @@ class PhysicalPool {
   // `target_cached_bytes` stay cached. Returns the bytes released.
   std::size_t trim(std::size_t target_cached_bytes);
 
+  // Sets the memory cap at run time (0: none): what acquire() may have
+  // created from now on. Cached chunks above a lower cap are released now;
+  // chunks in use are not touched (acquires fail until enough are given
+  // back). Returns the bytes released.
+  std::size_t set_memory_cap(std::size_t bytes);
+
   PoolStats stats() const;
   // How many chunks of each class (chunk_classes() order) are cached now.
   std::vector<std::size_t> cached_counts() const;

@@ -136,6 +136,19 @@ class VMM_API Allocator {
   // the bytes queued for unmapping. Waits for nothing.
   std::size_t trim_to_limit();
 
+  // The memory cap of this device at run time (the memory_cap key of
+  // docs/configuration.md): the physical memory vmmalloc may create here,
+  // 0 for none. Cached chunks above a lower cap are released now; memory in
+  // use is not touched (allocations fail with OutOfMemoryError until enough
+  // is freed). PyTorch's set_per_process_memory_fraction sets it as a
+  // fraction of the device's total memory: 0 < fraction <= 1, rounded down
+  // to the granularity (at least one granule); InvalidArgumentError
+  // otherwise. memory_fraction() is the cap over the total, 1 without one.
+  void set_memory_cap(std::size_t bytes);
+  std::size_t memory_cap() const;
+  void set_memory_fraction(double fraction);
+  double memory_fraction() const;
+
  private:
   std::unique_ptr<Heap> heap_;
 };

@@ -134,6 +134,15 @@ VMM_API vmm_status vmm_release_stream(vmm_stream_t stream);
  * handed back or queued to be. */
 VMM_API vmm_status vmm_empty_cache(int device, size_t* released);
 
+/* The device's memory cap at run time as a fraction of its total memory
+ * (PyTorch's set_per_process_memory_fraction; the memory_cap key of
+ * VMMALLOC_CONF): 0 < fraction <= 1, else VMM_ERROR_INVALID_VALUE. Cached
+ * memory above a lower cap is released at once; allocations past the cap
+ * fail with VMM_ERROR_OUT_OF_MEMORY. vmm_get_memory_fraction gives 1.0
+ * when there is no cap. */
+VMM_API vmm_status vmm_set_memory_fraction(int device, double fraction);
+VMM_API vmm_status vmm_get_memory_fraction(int device, double* fraction);
+
 /* Usable size of a live block (its rounded size). */
 VMM_API vmm_status vmm_block_size(const void* ptr, size_t* bytes);
 

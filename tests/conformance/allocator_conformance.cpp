@@ -358,3 +358,50 @@ TEMPLATE_TEST_CASE("allocator: stitching reuses free chunks instead of creating 
   }
   CHECK(h.destroy_context_and_check_no_leak());
 }
+
+TEMPLATE_TEST_CASE("allocator: the memory cap set at run time (PyTorch's memory fraction)",
+                   "[conformance][allocator][cap]", VMM_FIXTURES) {
+  Harness h(TestType::make());
+  {
+    Allocator a(h.context());
+    CHECK(a.memory_cap() == 0);
+    CHECK(a.memory_fraction() == 1.0);
+    void* p = a.allocate(40 * MiB, h.stream());
+    void* q = a.allocate(20 * MiB, h.stream());
+    a.deallocate(q);
+    a.empty_cache();
+    h.context().reclaimer().drain();
+    // A cap of 64 MiB: 40 MiB in use, 24 MiB more at most.
+    a.set_memory_cap(64 * MiB);
+    CHECK(a.memory_cap() == 64 * MiB);
+    const double total = static_cast<double>(h.context().backend().memory_info().total_bytes);
+    CHECK(a.memory_fraction() == Approx(64.0 * MiB / total));
+    CHECK_THROWS_AS(a.allocate(40 * MiB, h.stream()), OutOfMemoryError);
+    CHECK(h.context().pool().stats().created_bytes <= 64 * MiB);
+    void* small = a.allocate(8 * MiB, h.stream());  // fits under the cap
+    h.device().fill(h.stream(), small, 8 * MiB, 3);
+    // Raised again (as a fraction): the refused request succeeds.
+    a.set_memory_fraction(1.0);
+    CHECK(a.memory_fraction() == 1.0);
+    void* big = a.allocate(40 * MiB, h.stream());
+    h.device().fill(h.stream(), big, 40 * MiB, 4);
+    h.device().verify(h.stream(), small, 8 * MiB, 3);
+    h.device().verify(h.stream(), big, 40 * MiB, 4);
+    CHECK(h.device().mismatches(h.stream()) == 0);
+    // Out of range: refused, the cap unchanged.
+    for (double bad : {0.0, -0.5, 1.5}) {
+      CAPTURE(bad);
+      CHECK_THROWS_AS(a.set_memory_fraction(bad), InvalidArgumentError);
+    }
+    CHECK(a.memory_fraction() == 1.0);
+    // A lower cap releases cached chunks above it at once.
+    a.deallocate(big);
+    a.empty_cache();
+    h.context().reclaimer().drain();
+    a.set_memory_cap(0);
+    CHECK(a.memory_cap() == 0);
+    a.deallocate(small);
+    a.deallocate(p);
+  }
+  CHECK(h.destroy_context_and_check_no_leak());
+}
