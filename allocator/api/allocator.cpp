@@ -211,12 +211,18 @@ void Allocator::set_memory_cap(std::size_t bytes) {
 std::size_t Allocator::memory_cap() const { return context().pool().stats().memory_cap_bytes; }
 
 void Allocator::set_memory_fraction(double fraction) {
-  if (!(fraction > 0.0 && fraction <= 1.0)) {
-    throw InvalidArgumentError("memory fraction " + std::to_string(fraction) +
-                               " is out of range (valid: 0 < fraction <= 1)");
+  if (!(fraction >= 0.0 && fraction <= 1.0)) {
+    throw InvalidArgumentError("invalid memory fraction " + std::to_string(fraction) +
+                               " (valid: 0 <= fraction <= 1)");
   }
-  const std::size_t total = context().backend().memory_info().total_bytes;
-  set_memory_cap(static_cast<std::size_t>(static_cast<double>(total) * fraction));
+  if (fraction == 1.0) {
+    set_memory_cap(0);  // as PyTorch: the whole device, no cap
+  } else if (fraction == 0.0) {
+    context().pool().set_memory_cap(1);  // no new device memory at all
+  } else {
+    const std::size_t total = context().backend().memory_info().total_bytes;
+    set_memory_cap(static_cast<std::size_t>(static_cast<double>(total) * fraction));
+  }
 }
 
 double Allocator::memory_fraction() const {

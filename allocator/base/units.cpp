@@ -69,6 +69,24 @@ std::string format_bytes(std::size_t bytes) {
   return out;
 }
 
+std::string format_size_like_pytorch(std::size_t bytes) {
+  if (bytes <= 1024) return std::to_string(bytes) + " bytes";
+  const char* unit = "KiB";
+  double value = static_cast<double>(bytes) / 1024.0;
+  if (bytes > (std::size_t{1} << 20)) {
+    unit = "MiB";
+    value = static_cast<double>(bytes) / static_cast<double>(std::size_t{1} << 20);
+  }
+  if (bytes > (std::size_t{1} << 30)) {
+    unit = "GiB";
+    value = static_cast<double>(bytes) / static_cast<double>(std::size_t{1} << 30);
+  }
+  std::array<char, 48> buf{};
+  char* end =
+      std::to_chars(buf.data(), buf.data() + buf.size(), value, std::chars_format::fixed, 2).ptr;
+  return std::string(buf.data(), end) + " " + unit;
+}
+
 std::size_t saturating_size(double value) noexcept {
   // 2^64 exactly: the first double above every size_t.
   constexpr double kLimit = 18446744073709551616.0;

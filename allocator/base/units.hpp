@@ -34,6 +34,9 @@ std::size_t saturating_size(double value) noexcept;
 // For people: "512 MiB", "1.50 GiB", "300 B" - the largest binary unit not
 // above `bytes`, with two decimals unless the size is a whole number of it.
 std::string format_bytes(std::size_t bytes);
+// PyTorch's size format (c10's format_size, in its OOM messages): "N bytes"
+// up to 1024, then KiB, MiB, GiB with two decimals; GiB is the largest unit.
+std::string format_size_like_pytorch(std::size_t bytes);
 
 // Sizes in VMMALLOC_CONF's grammar: an integer with an optional binary suffix
 // K, M, G or T (also KB/KiB, MB/MiB, ... and B; any case), e.g. "2M", "40GiB",

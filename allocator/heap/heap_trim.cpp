@@ -268,13 +268,22 @@ std::string Heap::oom_message_locked(std::size_t bytes, std::size_t rounded, Poo
   const std::size_t cap = a.pool.memory_cap_bytes;
   const std::size_t largest = largest_fit_locked(pool, a, info);
 
+  // PyTorch's sentences first (code matches "CUDA out of memory."), then
+  // vmmalloc's own account.
   const std::string dev = std::to_string(context_.device());
-  std::string msg = "out of memory on device " + dev + ". Tried to allocate " +
-                    format_bytes(bytes) + " (" + format_bytes(rounded) + " rounded). Device " +
-                    dev + " has a total capacity of " + format_bytes(info.total_bytes) +
-                    " of which " + format_bytes(info.free_bytes) + " is free";
-  if (cap != 0) msg += " (memory cap " + format_bytes(cap) + ")";
-  msg += ". vmmalloc holds " + format_bytes(held) + ": " + format_bytes(allocated) + " in use, " +
+  const std::size_t reserved = mapped_bytes_ + a.pool.cached_bytes;
+  std::string msg = "CUDA out of memory. Tried to allocate " + format_size_like_pytorch(rounded) +
+                    ". GPU " + dev + " has a total capacity of " +
+                    format_size_like_pytorch(info.total_bytes) + " of which " +
+                    format_size_like_pytorch(info.free_bytes) + " is free. ";
+  if (cap != 0) msg += format_size_like_pytorch(cap) + " allowed; ";
+  msg += "Of the allocated memory " + format_size_like_pytorch(allocated) +
+         " is allocated by vmmalloc, and " +
+         format_size_like_pytorch(reserved > allocated ? reserved - allocated : 0) +
+         " is reserved by vmmalloc but unallocated. vmmalloc on device " + dev + ": " +
+         format_bytes(bytes) + " requested (" + format_bytes(rounded) + " rounded)";
+  if (cap != 0) msg += ", memory cap " + format_bytes(cap);
+  msg += "; it holds " + format_bytes(held) + ": " + format_bytes(allocated) + " in use, " +
          format_bytes(cached) + " cached, " + format_bytes(pending) +
          " pending reclaim. The largest request that would fit is " + format_bytes(largest) +
          ". (" + cause + ")";

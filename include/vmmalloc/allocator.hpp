@@ -141,9 +141,10 @@ class VMM_API Allocator {
   // 0 for none. Cached chunks above a lower cap are released now; memory in
   // use is not touched (allocations fail with OutOfMemoryError until enough
   // is freed). PyTorch's set_per_process_memory_fraction sets it as a
-  // fraction of the device's total memory: 0 < fraction <= 1, rounded down
-  // to the granularity (at least one granule); InvalidArgumentError
-  // otherwise. memory_fraction() is the cap over the total, 1 without one.
+  // fraction of the device's total memory, 0 <= fraction <= 1 (else
+  // InvalidArgumentError), as PyTorch reads it: 1 is no cap, 0 no new device
+  // memory at all, others rounded down to the granularity (at least one
+  // granule). memory_fraction() is the cap over the total, 1 without one.
   void set_memory_cap(std::size_t bytes);
   std::size_t memory_cap() const;
   void set_memory_fraction(double fraction);

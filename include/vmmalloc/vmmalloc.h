@@ -136,7 +136,8 @@ VMM_API vmm_status vmm_empty_cache(int device, size_t* released);
 
 /* The device's memory cap at run time as a fraction of its total memory
  * (PyTorch's set_per_process_memory_fraction; the memory_cap key of
- * VMMALLOC_CONF): 0 < fraction <= 1, else VMM_ERROR_INVALID_VALUE. Cached
+ * VMMALLOC_CONF): 0 <= fraction <= 1 (1: no cap, 0: no new
+ * device memory), else VMM_ERROR_INVALID_VALUE. Cached
  * memory above a lower cap is released at once; allocations past the cap
  * fail with VMM_ERROR_OUT_OF_MEMORY. vmm_get_memory_fraction gives 1.0
  * when there is no cap. */

@@ -4,6 +4,7 @@
 // the same assertions hold on host memory and on a GPU. The cases about
 // streams and fenced frees are in allocator_stream_conformance.cpp.
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -149,7 +150,9 @@ TEMPLATE_TEST_CASE("allocator: out of memory under a cap is clean and recoverabl
       message = e.what();
     }
     INFO(message);
-    CHECK(message.find("Tried to allocate 40 MiB") != std::string::npos);
+    CHECK(message.rfind("CUDA out of memory. Tried to allocate 40.00 MiB. GPU ", 0) == 0);
+    CHECK(message.find("64.00 MiB allowed; ") != std::string::npos);
+    CHECK(message.find("is reserved by vmmalloc but unallocated") != std::string::npos);
     CHECK(message.find("on device " + std::to_string(h.context().device())) != std::string::npos);
     CHECK(message.find("total capacity") != std::string::npos);
     CHECK(message.find("memory cap 64 MiB") != std::string::npos);
@@ -389,11 +392,17 @@ TEMPLATE_TEST_CASE("allocator: the memory cap set at run time (PyTorch's memory 
     h.device().verify(h.stream(), big, 40 * MiB, 4);
     CHECK(h.device().mismatches(h.stream()) == 0);
     // Out of range: refused, the cap unchanged.
-    for (double bad : {0.0, -0.5, 1.5}) {
+    for (double bad : {-0.5, 1.5, std::nan("")}) {
       CAPTURE(bad);
       CHECK_THROWS_AS(a.set_memory_fraction(bad), InvalidArgumentError);
     }
     CHECK(a.memory_fraction() == 1.0);
+    CHECK(a.memory_cap() == 0);  // 1.0 is no cap, as in PyTorch
+    // 0: no new device memory at all (PyTorch's meaning); what is mapped serves.
+    a.set_memory_fraction(0.0);
+    CHECK(a.memory_fraction() < 1e-6);
+    CHECK_THROWS_AS(a.allocate(64 * MiB, h.stream()), OutOfMemoryError);
+    a.set_memory_fraction(1.0);
     // A lower cap releases cached chunks above it at once.
     a.deallocate(big);
     a.empty_cache();

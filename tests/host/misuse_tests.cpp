@@ -180,8 +180,8 @@ TEST_CASE("misuse: the device's memory runs out for real: clean errors, then rec
       message = e.what();
     }
     INFO(message);
-    CHECK(contains(message, "Tried to allocate 40 MiB"));
-    CHECK(contains(message, "total capacity of 64 MiB"));
+    CHECK(contains(message, "CUDA out of memory. Tried to allocate 40.00 MiB"));
+    CHECK(contains(message, "total capacity of 64.00 MiB"));
     try {
       ws.grow_to(48 * MiB);
       FAIL("a grow beyond the device's memory succeeded");

@@ -84,3 +84,15 @@ TEST_CASE("units: format_bytes", "[units]") {
   CHECK(format_bytes(TiB << 10) == "1 PiB");
   CHECK(format_bytes(std::numeric_limits<std::size_t>::max()) == "16.00 EiB");
 }
+
+TEST_CASE("units: sizes in PyTorch's format (its OOM message)", "[units]") {
+  using vmm::format_size_like_pytorch;
+  CHECK(format_size_like_pytorch(0) == "0 bytes");
+  CHECK(format_size_like_pytorch(1024) == "1024 bytes");
+  CHECK(format_size_like_pytorch(1536) == "1.50 KiB");
+  CHECK(format_size_like_pytorch(std::size_t{1} << 20) == "1024.00 KiB");
+  CHECK(format_size_like_pytorch(std::size_t{2} << 20) == "2.00 MiB");
+  CHECK(format_size_like_pytorch(std::size_t{1} << 30) == "1024.00 MiB");
+  CHECK(format_size_like_pytorch(std::size_t{80} << 30) == "80.00 GiB");
+  CHECK(format_size_like_pytorch(std::size_t{1} << 40) == "1024.00 GiB");
+}

@@ -175,8 +175,10 @@ void TorchAllocator::throw_out_of_memory(int device, size_t nbytes, const char* 
       }
     }
   }
-  throw_out_of_memory_error(message("vmmalloc: CUDA out of memory on cuda:", device,
-                                    " (tried to allocate ", nbytes, " bytes): ", what));
+  // The library's message begins with PyTorch's own sentence ("CUDA out of
+  // memory. Tried to allocate ..."), which tools match, then vmmalloc's account.
+  static_cast<void>(nbytes);
+  throw_out_of_memory_error(std::string(what));
 }
 
 c10::DataPtr TorchAllocator::allocate(size_t nbytes) {
