@@ -271,7 +271,10 @@ def oom() -> None:
         message = str(e)
     else:
         raise AssertionError("allocating twice the device's memory did not raise")
-    assert "vmmalloc" in message and "out of memory" in message, message
+    # PyTorch's leading sentence (tools match it), then vmmalloc's account.
+    assert message.startswith("CUDA out of memory. Tried to allocate "), message
+    assert " out of memory." in message and "GPU 0 has a total capacity of" in message, message
+    assert "vmmalloc" in message, message
     assert torch.cuda.memory_stats()["num_ooms"] == 1
     # Still working: allocate, compute, free.
     x = torch.randn(4096, 4096, device="cuda")
