@@ -167,14 +167,20 @@ int cmd_show(const Options& o) {
   const Json& doc = s.doc;
   const Json& proc = doc["process"];
   const bool full = doc["detail"] == "full";
-  std::string out = "vmmalloc snapshot of pid " + std::to_string(proc["pid"].get<long>()) + " on " +
-                    proc["host"].get<std::string>() + " at " + time_text(doc["time_unix_ns"]) +
-                    " (" + doc["reason"].get<std::string>() + ", " +
-                    doc["detail"].get<std::string>() + ", schema " +
-                    std::to_string(doc["version"].get<int>()) + ")\n";
-  std::string cmd;
-  for (const Json& a : proc["command_line"]) cmd += (cmd.empty() ? "" : " ") + a.get<std::string>();
-  out += "command: " + cmd + "\n";
+  std::string out;
+  if (doc.value("source", "") == "pytorch") {
+    // Read from PyTorch's own snapshot (pytorch_snapshot.hpp): no process named.
+    out = "PyTorch memory snapshot (" + s.origin + "), read as vmmalloc's schema " +
+          std::to_string(doc["version"].get<int>()) + "\n";
+  } else {
+    out = "vmmalloc snapshot of pid " + std::to_string(proc["pid"].get<long>()) + " on " +
+          proc["host"].get<std::string>() + " at " + time_text(doc["time_unix_ns"]) + " (" +
+          doc["reason"].get<std::string>() + ", " + doc["detail"].get<std::string>() +
+          ", schema " + std::to_string(doc["version"].get<int>()) + ")\n";
+    std::string cmd;
+    for (const Json& a : proc["command_line"]) cmd += (cmd.empty() ? "" : " ") + a.get<std::string>();
+    out += "command: " + cmd + "\n";
+  }
   if (doc.contains("config") && doc["config"].is_object() && doc["config"].contains("text")) {
     out += "configuration: " + doc["config"]["text"].get<std::string>() + "\n";
   }

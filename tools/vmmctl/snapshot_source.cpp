@@ -15,6 +15,8 @@
 #include "allocator/observe/live_socket.hpp"
 #include "allocator/observe/snapshot.hpp"
 #include "tools/vmmctl/exit_codes.hpp"
+#include "tools/vmmctl/pickle.hpp"
+#include "tools/vmmctl/pytorch_snapshot.hpp"
 #include "vmmalloc/config.hpp"
 #include "vmmalloc/errors.hpp"
 
@@ -251,7 +253,8 @@ std::string read_bounded(int fd, const std::string& origin, std::size_t limit) {
     const std::size_t first = text.find_first_not_of(" \t\r\n");
     if (first == std::string::npos) continue;
     sniffed = true;
-    if (text[first] != '{') {
+    // A JSON object, or a pickle (PyTorch's memory snapshots) at byte 0.
+    if (text[first] != '{' && !(first == 0 && static_cast<unsigned char>(text[0]) == 0x80)) {
       char what[16];
       std::snprintf(what, sizeof what, "byte 0x%02x",
                     static_cast<unsigned>(static_cast<unsigned char>(text[first])));
@@ -405,7 +408,8 @@ Json parse_json(const std::string& text, const std::string& origin) {
 }  // namespace
 
 Json parse_snapshot(const std::string& text, const std::string& origin) {
-  Json doc = parse_json(text, origin);
+  Json doc = looks_like_pickle(text) ? read_pickle(text, origin) : parse_json(text, origin);
+  if (is_pytorch_snapshot(doc)) doc = from_pytorch_snapshot(doc, origin);
   check_snapshot(doc, origin);
   return doc;
 }

@@ -1,4 +1,6 @@
-// Where vmmctl's snapshots come from: a file (or "-" for stdin), a live
+// Where vmmctl's snapshots come from: a file (or "-" for stdin; a
+// vmmalloc snapshot, or a PyTorch memory snapshot pickled or as JSON, read
+// through pickle.hpp and pytorch_snapshot.hpp), a live
 // process by PID (its socket, found by the naming of allocator/observe/live_socket.hpp),
 // or a socket path given outright. Every snapshot is parsed and checked
 // against the schema version vmmctl knows before any command reads it, so
