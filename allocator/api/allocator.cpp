@@ -162,6 +162,13 @@ PoolId Allocator::create_pool() { return heap_->create_pool(); }
 void Allocator::begin_pool(PoolId pool, Stream stream) { heap_->begin_pool(pool, stream); }
 void Allocator::end_pool(PoolId pool) { heap_->end_pool(pool); }
 void Allocator::release_pool(PoolId pool) { heap_->release_pool(pool); }
+PoolCheckpoint Allocator::checkpoint_pool(PoolId pool) const { return heap_->checkpoint_pool(pool); }
+CheckpointDelta Allocator::restore_pool(const PoolCheckpoint& checkpoint) {
+  return heap_->restore_pool(checkpoint);
+}
+std::vector<void*> Allocator::pool_live_blocks(PoolId pool) const {
+  return heap_->pool_live_blocks(pool);
+}
 
 // Sleep and wake, tag by tag: the heap's blocks (allocator/heap/heap_sleep.cpp),
 // then the tag's workspaces (allocator/vm/tagged_regions.hpp). If the

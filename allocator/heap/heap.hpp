@@ -86,6 +86,7 @@
 #include "allocator/record/snapshot_views.hpp"
 #include "allocator/vm/device_context.hpp"
 #include "allocator/vm/transfer.hpp"
+#include "vmmalloc/pool_checkpoint.hpp"
 #include "vmmalloc/stats.hpp"
 #include "vmmalloc/tags.hpp"
 
@@ -118,6 +119,10 @@ class Heap {
   void begin_pool(PoolId pool, Stream stream);
   void end_pool(PoolId pool);
   void release_pool(PoolId pool);
+  // Checkpoints (heap_checkpoint.cpp; contract at Allocator::checkpoint_pool).
+  PoolCheckpoint checkpoint_pool(PoolId pool) const;
+  CheckpointDelta restore_pool(const PoolCheckpoint& checkpoint);
+  std::vector<void*> pool_live_blocks(PoolId pool) const;
 
   // Sleep and wake (heap_sleep.cpp, docs/sleep.md). A tag's memory is its
   // own pool (made on the first allocation under the tag) plus the graph
@@ -380,6 +385,15 @@ class Heap {
   std::vector<CopyRun> live_runs_locked(const std::vector<Segment*>& segs) const;
   // At teardown: sleeping segments have nothing mapped; host copies go.
   void drop_sleep_state_locked();
+
+  // Checkpoints (heap_checkpoint.cpp).
+  void check_checkpointable_locked(PoolId pool, const char* what) const;
+  std::vector<Block*> pool_live_locked(PoolId pool) const;
+  // Frees live block `b` of a graph pool as deallocate would.
+  void free_live_locked(Block* b);
+  // The free block of `pool` that covers [addr, addr + size), merging free
+  // neighbours that are done with their streams' work; nullptr if none.
+  Block* free_cover_locked(PoolId pool, std::uintptr_t addr, std::size_t size);
 
   DeviceContext& context_;
   Backend& backend_;

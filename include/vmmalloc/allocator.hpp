@@ -24,6 +24,7 @@
 #include <memory>
 #include <vector>
 
+#include "vmmalloc/pool_checkpoint.hpp"
 #include "vmmalloc/stats.hpp"
 #include "vmmalloc/tags.hpp"
 #include "vmmalloc/vmmalloc.h"
@@ -88,6 +89,23 @@ class VMM_API Allocator {
   void begin_pool(PoolId pool, Stream stream);
   void end_pool(PoolId pool);
   void release_pool(PoolId pool);
+
+  // Checkpoints of a graph pool (vmmalloc/pool_checkpoint.hpp; what
+  // PyTorch's CUDA-graph trees use): the pool's live blocks now. restore_pool() frees every
+  // block live in the pool now and makes the checkpoint's live blocks live
+  // again at the same addresses and sizes (their bytes are whatever the
+  // memory holds); `freed` lists the former, `allocated` the latter (one
+  // address may be in both). The pool must be a live graph pool, awake, not
+  // being captured into; a checkpointed block must lie in free memory of the
+  // pool's segments once the pool's blocks are freed (else
+  // InvalidArgumentError: the pool's layout changed, and its blocks are all
+  // free then). A block freed with work of other streams still queued is
+  // waited for (its streams' fences only) before it is handed out again.
+  PoolCheckpoint checkpoint_pool(PoolId pool) const;
+  CheckpointDelta restore_pool(const PoolCheckpoint& checkpoint);
+  // The pool's live block addresses, ascending (PyTorch's
+  // checkPoolLiveAllocations compares them with the tensors it holds).
+  std::vector<void*> pool_live_blocks(PoolId pool) const;
 
   // Sleep and wake of tagged memory (vmmalloc/tags.hpp, docs/sleep.md).
   // sleep(): for each tag, waits for the work queued on the streams that
