@@ -2,11 +2,11 @@
 // restore_pool, vmmalloc/pool_checkpoint.hpp). A checkpoint is the pool's
 // live blocks; a restore frees every block live in the pool now, then
 // carves each checkpointed block out of the pool's free memory at its
-// address, exactly as an allocation of that size on that stream would have
-// placed it. Blocks are never moved and nothing is mapped or unmapped.
+// address, as an allocation of its size on its stream (counters, events of
+// the pointer shard) but at that address. Nothing is moved, mapped or
+// unmapped.
 #include <algorithm>
 #include <cstdio>
-#include <optional>
 #include <string>
 
 #include "allocator/base/units.hpp"
