@@ -28,6 +28,7 @@ PUBLIC = {
     "errors.hpp": "base",
     "stats.hpp": "base",
     "tags.hpp": "base",
+    "pool_checkpoint.hpp": "base",
     "snapshot.hpp": "observe",
     "allocator.hpp": "api",
     "workspace.hpp": "api",
