@@ -3,7 +3,8 @@
 // testdata/make_pytorch_snapshots.py in _snapshot()'s layout) are shown,
 // mapped and drawn as vmmalloc snapshots, protocols 2 and 4 alike; hostile
 // pickles (code to run, truncation, a cycle, sharing piled on sharing) are
-// refused at once with exit 3 and a message, running nothing.
+// refused at once with exit 3 and a message, running nothing; so are a
+// string shared a million times over and a forged device index.
 #include <string>
 
 #include "cli_harness.hpp"
@@ -66,6 +67,8 @@ int case_pytorch_hostile() {
       {"hostile_truncated.pickle", "ends early"},
       {"hostile_cycle.pickle", "nests deeper than 64"},
       {"hostile_shared.pickle", "too many values"},
+      {"hostile_strings.pickle", "too many values"},
+      {"hostile_devices.pickle", "device 1000000000"},
   };
   for (const auto& c : cases) {
     const Result r = vmmctl({"show", data(c.file)});

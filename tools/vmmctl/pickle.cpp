@@ -32,6 +32,10 @@ struct Node {
   std::vector<std::pair<NodePtr, NodePtr>> pairs;  // dict, in order
 };
 
+// At most this many values are read from one pickle (about 3.5 GB of
+// nodes): far more than a snapshot of 100000 trace entries with their frames.
+constexpr std::size_t kMaxNodes = std::size_t{1} << 24;
+
 class Reader {
  public:
   Reader(std::string_view text, const std::string& origin) : t_(text), origin_(origin) {}
@@ -214,6 +218,11 @@ class Reader {
   std::vector<NodePtr> all_;
 
   NodePtr make(Node::Kind kind) {
+    // Each value costs about 200 bytes here: bounded before it is made.
+    if (all_.size() >= kMaxNodes) {
+      fail("the pickle holds more than " + std::to_string(kMaxNodes) +
+           " values (vmmctl's limit for PyTorch snapshots)");
+    }
     auto n = std::make_shared<Node>();
     n->kind = kind;
     all_.push_back(n);
@@ -223,16 +232,22 @@ class Reader {
 
 class ToJson {
  public:
-  ToJson(const std::string& origin, std::size_t max_values) : origin_(origin), left_(max_values) {}
+  ToJson(const std::string& origin, std::size_t max_values, std::size_t max_bytes)
+      : origin_(origin), left_(max_values), bytes_left_(max_bytes) {}
 
   Json convert(const Node& n, int depth) {
     if (depth > kMaxDepth) {
       throw CliError(kMalformed, origin_ + ": the pickle nests deeper than " +
                                      std::to_string(kMaxDepth) + " levels");
     }
-    if (left_-- == 0) {
+    // Every value, and every string's bytes, is charged before it is made:
+    // a string shared a million times over costs a million copies.
+    const std::size_t cost = 16 + n.s.size();
+    if (left_ == 0 || bytes_left_ < cost) {
       throw CliError(kMalformed, origin_ + ": the pickle holds too many values (shared too often?)");
     }
+    --left_;
+    bytes_left_ -= cost;
     switch (n.kind) {
       case Node::Kind::none: return nullptr;
       case Node::Kind::boolean: return n.b;
@@ -261,6 +276,7 @@ class ToJson {
  private:
   const std::string& origin_;
   std::size_t left_;
+  std::size_t bytes_left_;
 };
 
 }  // namespace
@@ -279,7 +295,8 @@ Json read_pickle(std::string_view text, const std::string& origin, std::size_t m
   // Plain data makes a few values per byte, shared memo entries included;
   // far more means sharing piled on sharing.
   const std::size_t bound = std::min(max_values, std::max<std::size_t>(1 << 20, text.size() * 16));
-  return ToJson(origin, bound).convert(*root, 0);
+  const std::size_t bytes = std::max<std::size_t>(std::size_t{64} << 20, text.size() * 32);
+  return ToJson(origin, bound, bytes).convert(*root, 0);
 }
 
 }  // namespace vmmctl

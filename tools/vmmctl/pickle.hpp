@@ -6,10 +6,11 @@
 // memo. Anything that would make Python import or call something (GLOBAL,
 // STACK_GLOBAL, REDUCE, BUILD, NEWOBJ, ...), bytes, and anything unknown
 // are refused with the opcode and its offset: reading a hostile file runs
-// nothing. The result is bounded as JSON input is: at most kMaxDepth deep
-// and at most 16 values per input byte (at least 2^20) or `max_values` in
-// all (a memo shared many times over cannot blow up), each failure a
-// CliError(kMalformed).
+// nothing. The result is bounded as JSON input is: at most 2^24 values are
+// read, the JSON made is at most kMaxDepth deep, holds at most 16 values per
+// input byte (at least 2^20; or `max_values`) and at most 32 bytes of
+// strings and values per input byte (at least 64 MiB) - a memo shared many
+// times over cannot blow up - each failure a CliError(kMalformed).
 #pragma once
 
 #include <cstddef>

@@ -46,6 +46,18 @@ std::string event_kind(const std::string& action) {
   return "";
 }
 
+// A device index, at most kMaxDevices - 1 (a forged one cannot make
+// millions of devices).
+constexpr std::uint64_t kMaxDevices = 1024;
+int checked_device(std::uint64_t device, const std::string& origin) {
+  if (device >= kMaxDevices) {
+    throw CliError(kMalformed, origin + ": device " + std::to_string(device) +
+                                   " (PyTorch snapshots name devices 0 to " +
+                                   std::to_string(kMaxDevices - 1) + ")");
+  }
+  return static_cast<int>(device);
+}
+
 struct DeviceParts {
   Json regions = Json::array();
   Json reservations = Json::array();
@@ -177,12 +189,16 @@ Json from_pytorch_snapshot(const Json& pt, const std::string& origin) {
   std::map<int, DeviceParts> parts;
   for (const Json& seg : pt["segments"]) {
     if (!seg.is_object()) throw CliError(kMalformed, origin + ": a segment is not a dict");
-    const int device = static_cast<int>(u(seg, "device"));
+    const int device = checked_device(u(seg, "device"), origin);
     parts[device].regions.push_back(region_of(seg, parts[device], origin));
   }
   const Json traces = pt.value("device_traces", Json::array());
   if (traces.is_array()) {
-    for (std::size_t dev = 0; dev < traces.size(); ++dev) parts[static_cast<int>(dev)];
+    // A device with a trace but no segment left (all freed) is a device too;
+    // empty traces are not.
+    for (std::size_t dev = 0; dev < traces.size(); ++dev) {
+      if (traces[dev].is_array() && !traces[dev].empty()) parts[checked_device(dev, origin)];
+    }
   }
   Json s = Json::object();
   s["schema"] = vmm::kSnapshotSchema;

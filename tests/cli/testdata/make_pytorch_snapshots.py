@@ -74,3 +74,9 @@ for _ in range(40):
     laughs = [laughs, laughs]
 with open("hostile_shared.pickle", "wb") as f:
     pickle.dump({"segments": laughs}, f, protocol=4)
+big = "A" * 65536  # one string, shared a million times over
+with open("hostile_strings.pickle", "wb") as f:
+    pickle.dump({"segments": [[[big] * 100] * 100] * 100}, f, protocol=4)
+with open("hostile_devices.pickle", "wb") as f:
+    pickle.dump({"segments": [{"device": 10**9, "address": BASE, "total_size": MIB}],
+                 "device_traces": [[]] * 100000}, f, protocol=4)
