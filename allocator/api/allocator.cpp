@@ -13,6 +13,7 @@
 #include <mutex>
 #include <string>
 
+#include "allocator/base/log.hpp"
 #include "allocator/heap/heap.hpp"
 #include "allocator/heap/size_classes.hpp"
 #include "allocator/api/live_control.hpp"
@@ -80,9 +81,9 @@ Allocator* Allocator::owner_of(const void* ptr) noexcept {
 }
 
 void Allocator::release_stream_everywhere(Stream stream) {
-  for (auto& slot : registry().by_device) {
-    if (Allocator* a = slot.load(std::memory_order_acquire)) a->release_stream(stream);
-  }
+  // Every device used, also those with workspaces only (their tagged
+  // regions keep streams too).
+  for (int d : process_devices()) instance(d).release_stream(stream);
 }
 
 // Over every device with a process-wide context (an allocator is made for
@@ -182,7 +183,16 @@ SleepReport Allocator::sleep(const std::vector<TagId>& tags, SleepMode mode) {
     try {
       context().tagged_regions().sleep(tag, mode, r);
     } catch (...) {
-      if (r.tags_changed != 0) heap_->wake(one, /*keep_host=*/false);
+      if (r.tags_changed != 0) {
+        try {
+          heap_->wake(one, /*keep_host=*/false);
+        } catch (const Error& e) {
+          // The workspaces' error is the one the caller gets; the blocks stay
+          // asleep (asleep(tag) says so) until a wake succeeds.
+          log(LogLevel::error, "sleep (undo): waking tag '%s' again failed: %s",
+              tag_name(tag).c_str(), e.what());
+        }
+      }
       throw;
     }
     total += r;

@@ -2,6 +2,7 @@
 // (see live_control.hpp and allocator/observe/live_socket.hpp).
 #include "allocator/api/live_control.hpp"
 
+#include <algorithm>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -10,6 +11,7 @@
 #include "allocator/observe/live_socket.hpp"
 #include "allocator/observe/process_context.hpp"
 #include "vmmalloc/allocator.hpp"
+#include "vmmalloc/errors.hpp"
 #include "vmmalloc/tags.hpp"
 
 namespace vmm {
@@ -19,8 +21,18 @@ namespace {
 // Throws what tag_id and sleep/wake throw; the server sends the message
 // back as a "failed" error.
 std::string answer(const live::Request& request) {
+  // Only tags the process has made: a typo is refused, not made a new tag.
+  const std::vector<std::string> known = tag_names();
   std::vector<TagId> ids;
-  for (const std::string& name : request.tags) ids.push_back(tag_id(name));
+  for (const std::string& name : request.tags) {
+    if (std::find(known.begin(), known.end(), name) == known.end()) {
+      std::string list;
+      for (const std::string& k : known) list += (list.empty() ? "" : ", ") + k;
+      throw InvalidArgumentError("no tag '" + name + "' in this process (its tags: " +
+                                 (list.empty() ? std::string("none") : list) + ")");
+    }
+    ids.push_back(tag_id(name));
+  }
   const bool sleep = request.kind == live::Request::Kind::sleep;
   const SleepReport r =
       sleep ? Allocator::sleep_everywhere(ids, request.discard ? SleepMode::discard

@@ -394,6 +394,8 @@ class Heap {
   // The free block of `pool` that covers [addr, addr + size), merging free
   // neighbours that are done with their streams' work; nullptr if none.
   Block* free_cover_locked(PoolId pool, std::uintptr_t addr, std::size_t size);
+  // Makes checkpoint block `lb` live at its address (restore_pool's step 2).
+  void carve_at_locked(PoolId pool, const PoolCheckpoint::LiveBlock& lb);
 
   DeviceContext& context_;
   Backend& backend_;

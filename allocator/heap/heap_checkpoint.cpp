@@ -7,6 +7,7 @@
 // unmapped.
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "allocator/base/units.hpp"
@@ -127,57 +128,87 @@ Heap::Block* Heap::free_cover_locked(PoolId pool, std::uintptr_t addr, std::size
 }
 
 CheckpointDelta Heap::restore_pool(const PoolCheckpoint& cp) {
+  // The checkpoint is the caller's: its blocks must be ascending, disjoint
+  // and of sizes an allocation could have (checked before anything changes).
+  for (std::size_t i = 0; i < cp.live.size(); ++i) {
+    const PoolCheckpoint::LiveBlock& lb = cp.live[i];
+    if (lb.size == 0 || lb.size % kBlockAlignment != 0 || lb.addr % kBlockAlignment != 0 ||
+        (i > 0 && cp.live[i - 1].addr + cp.live[i - 1].size > lb.addr)) {
+      throw InvalidArgumentError("restore_pool: the checkpoint's block " + std::to_string(i) +
+                                 " at " + hex(lb.addr) +
+                                 " is not an aligned block after the one before it");
+    }
+  }
   std::lock_guard lock(mutex_);
   check_checkpointable_locked(cp.pool, "restore_pool");
+  StreamUse::Round round(use_);
   CheckpointDelta delta;
+  delta.allocated.reserve(cp.live.size());
   // 1. Free every block live in the pool now, as deallocate does.
   for (Block* b : pool_live_locked(cp.pool)) {
     delta.freed.push_back(reinterpret_cast<void*>(b->addr));
     free_live_locked(b);
   }
-  // 2. Carve the checkpoint's blocks back out, at their addresses.
+  // 2. Carve the checkpoint's blocks back out, at their addresses. Any
+  // failure frees what was carved: the pool's blocks are all free then.
   refresh_locked();
+  try {
+    for (const PoolCheckpoint::LiveBlock& lb : cp.live) carve_at_locked(cp.pool, lb);
+  } catch (...) {
+    for (Block* b : pool_live_locked(cp.pool)) free_live_locked(b);
+    throw;
+  }
   for (const PoolCheckpoint::LiveBlock& lb : cp.live) {
-    Block* f = free_cover_locked(cp.pool, lb.addr, lb.size);
-    if (f == nullptr) {
-      for (Block* b : pool_live_locked(cp.pool)) free_live_locked(b);  // all free, as promised
-      throw InvalidArgumentError("restore_pool: the checkpoint's block at " + hex(lb.addr) + " (" +
-                                 format_bytes(lb.size) + ") is not in free memory of pool " +
-                                 std::to_string(cp.pool) +
-                                 " (its layout changed since the checkpoint, or other streams "
-                                 "still use it); the pool's blocks are all free");
-    }
-    if (!usable_locked(f, lb.stream)) {
-      // Work of other streams on this memory may still be queued: wait for
-      // their fences (only theirs) before handing it to lb.stream.
-      std::vector<Fence> fences;
-      if (!unmap_fences_locked(f, fences)) {
-        throw InvalidArgumentError("restore_pool: a stream that used the pool's memory is being "
-                                   "captured into a CUDA graph");
-      }
-      for (const Fence& fence : fences) fence.wait();
-    }
-    if (f->addr < lb.addr) {
-      // Split off the free front; the block then starts at lb.addr.
-      index_erase_locked(f);
-      auto* rest = new Block(*f);
-      rest->addr = lb.addr;
-      rest->size = f->end() - lb.addr;
-      rest->prev = f;
-      rest->next = f->next;
-      if (f->next != nullptr) f->next->prev = rest;
-      f->next = rest;
-      if (f->segment->last == f) f->segment->last = rest;
-      f->size = lb.addr - f->addr;
-      map_insert(rest);
-      index_insert_locked(f);
-      index_insert_locked(rest);
-      f = rest;
-    }
-    take_locked(f, lb.size, lb.requested, lb.stream);
     delta.allocated.push_back(reinterpret_cast<void*>(lb.addr));
   }
   return delta;
+}
+
+void Heap::carve_at_locked(PoolId pool, const PoolCheckpoint::LiveBlock& lb) {
+  Block* f = free_cover_locked(pool, lb.addr, lb.size);
+  if (f == nullptr) {
+    throw InvalidArgumentError("restore_pool: the checkpoint's block at " + hex(lb.addr) + " (" +
+                               format_bytes(lb.size) + ") is not in free memory of pool " +
+                               std::to_string(pool) +
+                               " (its layout changed since the checkpoint, or other streams "
+                               "still use it); the pool's blocks are all free");
+  }
+  if (!usable_locked(f, lb.stream)) {
+    // Work of other streams on this memory may still be queued: wait for
+    // their fences (theirs only) before handing it to lb.stream.
+    std::vector<Stream> users = f->extra;
+    users.push_back(f->stream);
+    std::vector<Fence> fences;
+    for (Stream s : users) {
+      if (s == lb.stream) continue;
+      std::optional<Fence> fence = use_.fence_for(s, f->epoch);
+      if (!fence) {
+        throw InvalidArgumentError("restore_pool: a stream that used the pool's memory is "
+                                   "being captured into a CUDA graph");
+      }
+      if (*fence) fences.push_back(std::move(*fence));
+    }
+    for (const Fence& fence : fences) fence.wait();
+  }
+  if (f->addr < lb.addr) {
+    // Split off the free front; the block then starts at lb.addr.
+    index_erase_locked(f);
+    auto* rest = new Block(*f);
+    rest->addr = lb.addr;
+    rest->size = f->end() - lb.addr;
+    rest->prev = f;
+    rest->next = f->next;
+    if (f->next != nullptr) f->next->prev = rest;
+    f->next = rest;
+    if (f->segment->last == f) f->segment->last = rest;
+    f->size = lb.addr - f->addr;
+    map_insert(rest);
+    index_insert_locked(f);
+    index_insert_locked(rest);
+    f = rest;
+  }
+  use_.revive(lb.stream);
+  take_locked(f, lb.size, lb.requested, lb.stream);
 }
 
 }  // namespace vmm

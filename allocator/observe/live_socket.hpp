@@ -29,7 +29,10 @@
 // are answered by the process's control handler (set_control_handler; the
 // API layer installs one) on a thread of their own, one at a time (another
 // meanwhile gets "busy"): {"ok": true, "report": {...}} or an error object.
-// They have kControlDeadline instead of kConnectionDeadline.
+// They have kControlDeadline instead of kConnectionDeadline. The server
+// thread goes on accepting and answering meanwhile, though a snapshot waits
+// for the locks a sleep holds while it copies. The thread is not joined at
+// exit: a process that exits during a sleep ends it there.
 //
 // The server is one thread that sleeps in poll() on the listening socket and
 // every open connection (at most kMaxConnections, none blocking): idle

@@ -68,6 +68,14 @@ void Region::sleep(SleepMode mode, SleepReport& report) {
     throw InvalidArgumentError("sleep: a workspace of tag '" + tag_name(tag_) +
                                "' is shared with other processes (IPC) and cannot sleep");
   }
+  // A fence recorded on a capturing stream would break the capture: refused
+  // before anything changes.
+  if (context_.backend().stream_capturing(nullptr) ||
+      std::any_of(streams_.begin(), streams_.end(),
+                  [&](Stream st) { return context_.backend().stream_capturing(st); })) {
+    throw InvalidArgumentError("sleep: a stream that used a workspace of tag '" + tag_name(tag_) +
+                               "' is being captured into a CUDA graph (end the capture first)");
+  }
   // Settle: the tail pieces earlier shrinks queued (taken back: released
   // with the rest) and the work queued so far on the null stream and the
   // recorded streams.

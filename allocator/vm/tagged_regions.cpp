@@ -42,7 +42,8 @@ bool TaggedRegions::asleep(TagId tag) const {
 
 void TaggedRegions::sleep(TagId tag, SleepMode mode, SleepReport& report) {
   std::lock_guard lock(mutex_);
-  if (asleep_.count(tag) != 0) return;
+  // Every region, also when the tag is marked asleep: after a partial wake
+  // some are awake (Region::sleep skips those asleep).
   const std::vector<SleepingRegion*> regions = of_tag_locked(tag);
   SleepReport mine;
   std::size_t done = 0;

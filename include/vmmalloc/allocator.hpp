@@ -95,12 +95,14 @@ class VMM_API Allocator {
   // block live in the pool now and makes the checkpoint's live blocks live
   // again at the same addresses and sizes (their bytes are whatever the
   // memory holds); `freed` lists the former, `allocated` the latter (one
-  // address may be in both). The pool must be a live graph pool, awake, not
-  // being captured into; a checkpointed block must lie in free memory of the
-  // pool's segments once the pool's blocks are freed (else
-  // InvalidArgumentError: the pool's layout changed, and its blocks are all
-  // free then). A block freed with work of other streams still queued is
-  // waited for (its streams' fences only) before it is handed out again.
+  // address may be in both). Refused with InvalidArgumentError, changing
+  // nothing: a checkpoint whose blocks are not ascending, disjoint, aligned
+  // and non-empty; a pool that is not a live graph pool, is asleep or is
+  // being captured into. A checkpointed block no longer in free memory of
+  // the pool once its blocks are freed (the layout changed), or any failure
+  // after that (a driver error while waiting), leaves the pool's blocks all
+  // free and throws. A block freed with work of other streams still queued
+  // is waited for (those streams' fences only) before it is handed out.
   PoolCheckpoint checkpoint_pool(PoolId pool) const;
   CheckpointDelta restore_pool(const PoolCheckpoint& checkpoint);
   // The pool's live block addresses, ascending (PyTorch's
@@ -118,7 +120,11 @@ class VMM_API Allocator {
   // Tags already asleep (awake) are skipped. Allocating under a sleeping tag
   // throws InvalidArgumentError; frees and record_stream work as usual. On a
   // throw the failing tag is left as it was (OutOfMemoryError from wake:
-  // still asleep, host copy intact; any error from sleep: awake, intact).
+  // still asleep, host copy intact; any error from sleep: awake, intact -
+  // with discard, the contents of blocks released before the failure are
+  // undefined, as discard promised). If the tag's workspaces fail to wake
+  // after its blocks woke, the blocks stay awake and asleep(tag) stays true
+  // until a wake succeeds.
   // (std::vector, not std::span: this header stays C++17, as PyTorch
   // extensions compile.)
   SleepReport sleep(const std::vector<TagId>& tags, SleepMode mode = SleepMode::offload);

@@ -99,6 +99,10 @@ int case_refusals() {
   EXPECT(no_tags.rc == 2, describe(no_tags));
   const Result empty = vmmctl({"sleep", pid, "kv,,weights"});
   EXPECT(empty.rc == 1 && empty.err.find("empty tag name") != std::string::npos, describe(empty));
+  const Result typo = vmmctl({"sleep", pid, "weigths"});  // not made into a new tag
+  EXPECT(typo.rc == 1 && typo.err.find("no tag 'weigths'") != std::string::npos &&
+             typo.err.find("weights") != std::string::npos,
+         describe(typo));
   const Result not_pid = vmmctl({"sleep", "abc", "kv"});
   EXPECT(not_pid.rc == 2, describe(not_pid));
   // None of that changed anything.

@@ -103,9 +103,18 @@ TEMPLATE_TEST_CASE("pool checkpoint: refusals leave the pool as it was",
     CHECK_THROWS_AS(a.restore_pool(cp), InvalidArgumentError);
     a.end_pool(pool);
     CHECK(sorted(a.pool_live_blocks(pool)) == sorted(rec));
+    // A malformed checkpoint (not ascending, a zero size): refused before
+    // anything changes.
+    PoolCheckpoint unsorted = cp;
+    std::swap(unsorted.live[0], unsorted.live[1]);
+    CHECK_THROWS_AS(a.restore_pool(unsorted), InvalidArgumentError);
+    PoolCheckpoint empty_block = cp;
+    empty_block.live[0].size = 0;
+    CHECK_THROWS_AS(a.restore_pool(empty_block), InvalidArgumentError);
+    CHECK(sorted(a.pool_live_blocks(pool)) == sorted(rec));
     // A checkpoint naming memory the pool does not have: refused.
     PoolCheckpoint forged = cp;
-    forged.live.push_back({0x10, 4096, 4096, s});
+    forged.live.push_back({cp.live.back().addr + (std::uintptr_t{1} << 40), 4096, 4096, s});
     CHECK_THROWS_AS(a.restore_pool(forged), InvalidArgumentError);
     CHECK(a.pool_live_blocks(pool).empty());  // as promised: the pool's blocks are all free
     check_heap_accounting(h, a);
