@@ -1,6 +1,7 @@
 // libFuzzer target: vmmctl's snapshot reader (parse_snapshot in
 // tools/vmmctl/snapshot_source.hpp), which every vmmctl command relies on to
-// have checked the fields docs/snapshot.md promises.
+// have checked the fields docs/snapshot.md promises - vmmalloc's JSON, and
+// PyTorch's snapshots, pickled (tools/vmmctl/pickle.hpp) or as JSON.
 //
 // Any input must either parse into a checked document or throw CliError with
 // kMalformed or kUnknownVersion and a message naming its origin ("fuzz: ...");

@@ -160,9 +160,25 @@ class Reader {
   }
   void push_string(std::uint64_t n) {
     if (n > t_.size()) fail("a string longer than the input");
+    const std::size_t at = pos_;
+    const std::string_view bytes = take(static_cast<std::size_t>(n));
+    if (!valid_utf8(bytes)) fail("a string that is not UTF-8 at offset " + std::to_string(at));
     auto s = make(Node::Kind::string);
-    s->s = std::string(take(static_cast<std::size_t>(n)));
+    s->s = std::string(bytes);
     push(s);
+  }
+  // Python writes str as UTF-8; anything else would not survive as JSON.
+  static bool valid_utf8(std::string_view b) {
+    for (std::size_t i = 0; i < b.size();) {
+      const auto c = static_cast<unsigned char>(b[i]);
+      std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+      if (len == 0 || i + len > b.size()) return false;
+      for (std::size_t k = 1; k < len; ++k) {
+        if ((static_cast<unsigned char>(b[i + k]) & 0xc0) != 0x80) return false;
+      }
+      i += len;
+    }
+    return true;
   }
   // The items above the topmost mark (which is removed).
   std::vector<NodePtr> since_mark(std::size_t at) {

@@ -58,6 +58,8 @@ int checked_device(std::uint64_t device, const std::string& origin) {
   return static_cast<int>(device);
 }
 
+Json convert(const Json& pt, const std::string& origin);
+
 struct DeviceParts {
   Json regions = Json::array();
   Json reservations = Json::array();
@@ -186,6 +188,17 @@ Json from_pytorch_snapshot(const Json& pt, const std::string& origin) {
   if (!is_pytorch_snapshot(pt)) {
     throw CliError(kMalformed, origin + ": not a PyTorch memory snapshot (no \"segments\" list)");
   }
+  try {
+    return convert(pt, origin);
+  } catch (const Json::exception& e) {
+    // A field of another kind than PyTorch writes (a number for a name, ...).
+    throw CliError(kMalformed, origin + ": malformed PyTorch snapshot: " + e.what());
+  }
+}
+
+namespace {
+
+Json convert(const Json& pt, const std::string& origin) {
   std::map<int, DeviceParts> parts;
   for (const Json& seg : pt["segments"]) {
     if (!seg.is_object()) throw CliError(kMalformed, origin + ": a segment is not a dict");
@@ -220,5 +233,7 @@ Json from_pytorch_snapshot(const Json& pt, const std::string& origin) {
   if (pt.contains("allocator_settings")) s["pytorch_allocator_settings"] = pt["allocator_settings"];
   return s;
 }
+
+}  // namespace
 
 }  // namespace vmmctl
