@@ -151,7 +151,9 @@ Json events_of(const Json& traces, const std::map<int, DeviceParts>& parts) {
   for (std::size_t dev = 0; dev < traces.size(); ++dev) {
     if (!traces[dev].is_array()) continue;
     auto it = parts.find(static_cast<int>(dev));
-    long long mapped = it == parts.end() ? 0 : static_cast<long long>(it->second.mapped);
+    long long mapped = it == parts.end() ? 0
+                                         : static_cast<long long>(
+                                               std::min<std::uint64_t>(it->second.mapped, 1ULL << 62));
     std::vector<Json> mine;
     for (auto e = traces[dev].rbegin(); e != traces[dev].rend(); ++e) {
       if (!e->is_object()) continue;
@@ -168,8 +170,10 @@ Json events_of(const Json& traces, const std::map<int, DeviceParts>& parts) {
       ev["stream"] = u(*e, "stream");
       ev["mapped_after"] = std::max(0LL, mapped);
       if (e->contains("frames")) ev["frames"] = (*e)["frames"];
-      if (kind == "map") mapped -= static_cast<long long>(size);
-      if (kind == "unmap") mapped += static_cast<long long>(size);
+      // Saturating: forged sizes must not overflow (a signed overflow is UB).
+      const long long sz = static_cast<long long>(std::min<std::uint64_t>(size, 1ULL << 62));
+      if (kind == "map") mapped = mapped < sz - (1LL << 62) ? -(1LL << 62) : mapped - sz;
+      if (kind == "unmap") mapped = mapped > (1LL << 62) - sz ? (1LL << 62) : mapped + sz;
       mine.push_back(std::move(ev));
     }
     for (auto e = mine.rbegin(); e != mine.rend(); ++e) items.push_back(std::move(*e));
