@@ -178,7 +178,7 @@ std::vector<void*> Allocator::pool_live_blocks(PoolId pool) const {
 SleepReport Allocator::sleep(const std::vector<TagId>& tags, SleepMode mode) {
   SleepReport total;
   for (TagId tag : tags) {
-    const std::vector<TagId> one{tag};
+    const TagId one[] = {tag};
     SleepReport r = heap_->sleep(one, mode);
     try {
       context().tagged_regions().sleep(tag, mode, r);

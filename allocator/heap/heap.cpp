@@ -467,21 +467,24 @@ void Heap::request_fences_locked(const Block* b, Stream stream) {
   }
 }
 
+Heap::Block* Heap::split_locked(Block* b, std::size_t keep) {
+  auto* rest = new Block(*b);
+  rest->addr = b->addr + keep;
+  rest->size = b->size - keep;
+  rest->prev = b;
+  rest->next = b->next;
+  if (b->next != nullptr) b->next->prev = rest;
+  b->next = rest;
+  if (b->segment->last == b) b->segment->last = rest;
+  b->size = keep;
+  map_insert(rest);
+  index_insert_locked(rest);
+  return rest;
+}
+
 void* Heap::take_locked(Block* b, std::size_t rounded, std::size_t bytes, Stream stream) {
   index_erase_locked(b);
-  if (b->size > rounded) {
-    auto* rest = new Block(*b);
-    rest->addr = b->addr + rounded;
-    rest->size = b->size - rounded;
-    rest->prev = b;
-    rest->next = b->next;
-    if (b->next != nullptr) b->next->prev = rest;
-    b->next = rest;
-    if (b->segment->last == b) b->segment->last = rest;
-    b->size = rounded;
-    map_insert(rest);
-    index_insert_locked(rest);
-  }
+  if (b->size > rounded) split_locked(b, rounded);
   b->stream = stream;
   b->extra.clear();
   b->neutral = false;

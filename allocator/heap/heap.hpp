@@ -239,6 +239,9 @@ class Heap {
   Block* find_fit_locked(PoolId pool, SizeKind kind, Stream stream, std::size_t size);
   // Hands out free block `b` (split to `rounded`) for `bytes` on `stream`.
   void* take_locked(Block* b, std::size_t rounded, std::size_t bytes, Stream stream);
+  // Cuts [addr + keep, end) off free block `b` (not in the free index) as a
+  // new free block in the pointer map and the index; returns it.
+  Block* split_locked(Block* b, std::size_t keep);
   // The merged block carries the constraints of both.
   static void absorb(Block* dst, const Block* src);
   // dst takes in its (adjacent) next block, which is deleted.

@@ -193,18 +193,8 @@ void Heap::carve_at_locked(PoolId pool, const PoolCheckpoint::LiveBlock& lb) {
   if (f->addr < lb.addr) {
     // Split off the free front; the block then starts at lb.addr.
     index_erase_locked(f);
-    auto* rest = new Block(*f);
-    rest->addr = lb.addr;
-    rest->size = f->end() - lb.addr;
-    rest->prev = f;
-    rest->next = f->next;
-    if (f->next != nullptr) f->next->prev = rest;
-    f->next = rest;
-    if (f->segment->last == f) f->segment->last = rest;
-    f->size = lb.addr - f->addr;
-    map_insert(rest);
+    Block* rest = split_locked(f, lb.addr - f->addr);
     index_insert_locked(f);
-    index_insert_locked(rest);
     f = rest;
   }
   use_.revive(lb.stream);

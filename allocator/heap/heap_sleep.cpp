@@ -17,7 +17,6 @@
 // copy intact. Everything here runs with the heap mutex held (other threads'
 // slow paths wait; their cache hits do not).
 #include <algorithm>
-#include <chrono>
 #include <string>
 #include <unordered_set>
 
@@ -29,14 +28,6 @@
 #include "vmmalloc/errors.hpp"
 
 namespace vmm {
-
-namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-}  // namespace
 
 std::vector<PoolId> Heap::tag_pools_locked(TagId tag) const {
   std::vector<PoolId> out;
@@ -188,14 +179,12 @@ void Heap::sleep_tag_locked(TagId tag, SleepMode mode, SleepReport& report) {
       ts.host = PinnedBuffer(backend_, live);  // throws: nothing changed
       report.pinned_bytes += live;
     }
-    const auto t0 = std::chrono::steady_clock::now();
     try {
-      report.copied_bytes += copy_runs(backend_, runs, ts.host.data(), CopyDirection::to_host);
+      copy_runs(backend_, runs, ts.host.data(), CopyDirection::to_host, report);
     } catch (...) {
       ts.host.reset();
       throw;
     }
-    report.copy_seconds += seconds_since(t0);
   } else {
     runs.clear();
     ts.host.reset();
@@ -285,10 +274,7 @@ void Heap::wake_tag_locked(TagId tag, bool keep_host, SleepReport& report) {
       map_chunks(backend_, planned[mapped], "wake", &stuck);
     }
     if (ts.mode == SleepMode::offload && !ts.runs.empty()) {
-      const auto t0 = std::chrono::steady_clock::now();
-      report.copied_bytes +=
-          copy_runs(backend_, ts.runs, ts.host.data(), CopyDirection::to_device);
-      report.copy_seconds += seconds_since(t0);
+      copy_runs(backend_, ts.runs, ts.host.data(), CopyDirection::to_device, report);
     }
   } catch (...) {
     if (!stuck.empty()) {

@@ -1,7 +1,6 @@
 // Region sleep and wake (region.hpp, docs/sleep.md): a tagged workspace's
 // chunks handed back to the device and mapped again at the same addresses.
 #include <algorithm>
-#include <chrono>
 #include <string>
 
 #include "allocator/base/log.hpp"
@@ -13,14 +12,6 @@
 #include "vmmalloc/errors.hpp"
 
 namespace vmm {
-
-namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-}  // namespace
 
 void Region::record_stream(Stream stream) {
   std::lock_guard lock(mutex_);
@@ -102,10 +93,7 @@ void Region::sleep(SleepMode mode, SleepReport& report) {
         report.pinned_bytes += size;
       }
       const CopyRun run{range_.base, size, 0};
-      const auto t0 = std::chrono::steady_clock::now();
-      report.copied_bytes +=
-          copy_runs(context_.backend(), {&run, 1}, host_.data(), CopyDirection::to_host);
-      report.copy_seconds += seconds_since(t0);
+      copy_runs(context_.backend(), {&run, 1}, host_.data(), CopyDirection::to_host, report);
     } else {
       host_.reset();
     }
@@ -159,10 +147,8 @@ void Region::wake(bool keep_host, SleepReport& report) {
     }
     if (sleep_mode_ == SleepMode::offload && size != 0) {
       const CopyRun run{range_.base, size, 0};
-      const auto t0 = std::chrono::steady_clock::now();
       try {
-        report.copied_bytes +=
-            copy_runs(context_.backend(), {&run, 1}, host_.data(), CopyDirection::to_device);
+        copy_runs(context_.backend(), {&run, 1}, host_.data(), CopyDirection::to_device, report);
       } catch (...) {
         std::vector<Chunk> back;
         for (const Mapping& m : planned) {
@@ -177,7 +163,6 @@ void Region::wake(bool keep_host, SleepReport& report) {
         context_.pool().give_back(back);
         throw;
       }
-      report.copy_seconds += seconds_since(t0);
     }
     events::record_map(context_.device(), planned);
   }

@@ -2,6 +2,7 @@
 #include "allocator/vm/transfer.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <exception>
 #include <utility>
 #include <vector>
@@ -84,8 +85,9 @@ class CopyStreams {
 
 }  // namespace
 
-std::size_t copy_runs(Backend& backend, std::span<const CopyRun> runs, std::byte* host,
-                      CopyDirection direction) {
+void copy_runs(Backend& backend, std::span<const CopyRun> runs, std::byte* host,
+               CopyDirection direction, SleepReport& report) {
+  const auto t0 = std::chrono::steady_clock::now();
   CopyStreams streams(backend);
   std::size_t copied = 0;
   std::size_t next = 0;
@@ -109,7 +111,9 @@ std::size_t copy_runs(Backend& backend, std::span<const CopyRun> runs, std::byte
     streams.drain_quietly();
     throw;
   }
-  return copied;
+  report.copied_bytes += copied;
+  report.copy_seconds +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace vmm

@@ -17,6 +17,7 @@
 #include <span>
 
 #include "allocator/backend/backend.hpp"
+#include "vmmalloc/tags.hpp"
 
 namespace vmm {
 
@@ -55,9 +56,10 @@ inline constexpr std::size_t kTransferPieceBytes = std::size_t{64} << 20;
 inline constexpr int kTransferStreams = 4;
 
 // Copies every run between the device and `host` (which holds each run at
-// its host_offset) and waits for all of it. Returns the bytes copied.
-// Throws DriverError (after waiting for what was queued).
-std::size_t copy_runs(Backend& backend, std::span<const CopyRun> runs, std::byte* host,
-                      CopyDirection direction);
+// its host_offset) and waits for all of it; adds the bytes copied and the
+// seconds it took to `report` (copied_bytes, copy_seconds). Throws
+// DriverError (after waiting for what was queued; `report` unchanged).
+void copy_runs(Backend& backend, std::span<const CopyRun> runs, std::byte* host,
+               CopyDirection direction, SleepReport& report);
 
 }  // namespace vmm
