@@ -16,7 +16,6 @@ and tokens. Writes bench/results/rl_colocate.json (../shared/BENCH.md format).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
@@ -25,7 +24,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from run_info import ROOT, device_info, git_commit  # noqa: E402
+from run_info import ROOT, write_results  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "rl_colocate.py"
 
@@ -78,18 +77,7 @@ def main() -> int:
     rows = [row("resident", resident, None), row("vmmalloc-sleep", slept, resident)]
     for r in rows:
         print(json.dumps({k: v for k, v in r.items() if k != "losses"}), flush=True)
-    name, driver = device_info()
-    doc = {
-        "bench": "rl_colocate",
-        "commit": a.commit or git_commit(),
-        "device": name,
-        "driver": driver,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": " ".join(["bench/rl_colocate.py"] + sys.argv[1:]),
-        "rows": rows,
-    }
-    pathlib.Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
+    write_results("rl_colocate", rows, a.commit, a.out)
     return 0
 
 

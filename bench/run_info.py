@@ -1,12 +1,16 @@
 """What a benchmark's results file records about the run: the card and
 driver (nvidia-smi) and the commit (git). Shared by bench/replay.py,
-bench/torch_train.py (and bench/preload.py) and bench/torch_workspace.py.
-Python standard library only."""
+bench/torch_train.py (and bench/preload.py) and bench/torch_workspace.py;
+write_results() writes a whole results file (bench/sleep_wake.py,
+bench/rl_colocate.py). Python standard library only."""
 
 from __future__ import annotations
 
+import datetime
+import json
 import pathlib
 import subprocess
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -30,3 +34,21 @@ def git_commit() -> str:
                               text=True, timeout=30, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def write_results(bench: str, rows: list[dict], commit: str | None, out: str) -> None:
+    """Writes bench/results/<bench>.json's layout (../shared/BENCH.md): the
+    commit (--commit, else git), the card and driver, the date, the command
+    line and `rows`, to `out`."""
+    name, driver = device_info()
+    doc = {
+        "bench": bench,
+        "commit": commit or git_commit(),
+        "device": name,
+        "driver": driver,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": " ".join([f"bench/{bench}.py"] + sys.argv[1:]),
+        "rows": rows,
+    }
+    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(out).write_text(json.dumps(doc, indent=2) + "\n")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime
 import json
 import os
 import pathlib
@@ -41,7 +40,7 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from run_info import ROOT, device_info, git_commit  # noqa: E402
+from run_info import ROOT, write_results  # noqa: E402
 
 SYSTEMS = ["pinned-copy", "per-allocation-memcpy", "vmmalloc"]
 MiB = 1 << 20
@@ -324,18 +323,7 @@ def main() -> int:
         row = summarize(s, json.loads(out.strip().splitlines()[-1]))
         print(json.dumps(row), flush=True)
         rows.append(row)
-    name, driver = device_info()
-    doc = {
-        "bench": "sleep_wake",
-        "commit": args.commit or git_commit(),
-        "device": name,
-        "driver": driver,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": " ".join(["bench/sleep_wake.py"] + sys.argv[1:]),
-        "rows": rows,
-    }
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+    write_results("sleep_wake", rows, args.commit, args.out)
     return 0
 
 
