@@ -73,6 +73,7 @@ class DriverVmm:
     def __init__(self):
         import torch
         torch.cuda.init()
+        torch.empty(1, device="cuda")  # makes the primary context current for the driver calls
         self.cu = ctypes.CDLL("libcuda.so.1")
         self.dev = torch.cuda.current_device()
 
