@@ -27,6 +27,7 @@
 #   ddp          bench/ddp_train.py (needs 2 GPUs)
 #   sleep-bench  the adapter built, tests/python/test_sleep.py, then bench/sleep_wake.py
 #                (16 GiB live) and bench/rl_colocate.py (a few minutes)
+#   torch-tests  the adapter built, then tests/python/test_torch.py (pytest)
 #   diagnose     the adapter built, then bench/diagnostics/memory_speed.py
 #                and bench/diagnostics/handle_cost.py (~2 min)
 # Environment: COMMIT (required: the device's copy has no .git), JOBS, and
@@ -130,6 +131,11 @@ for stage in "$@"; do
           VMMALLOC_TORCH_BUILD_DIR=$PWD/build-gpu-torch/torch-extension PYTHONPATH=$PWD/python &&
         python3 bench/diagnostics/memory_speed.py --rounds 2 &&
         python3 bench/diagnostics/handle_cost.py --sizes 2,16,512,1024 --reps 15' ;;
+    torch-tests)
+      run_stage torch-tests bash -c 'scripts/gpu_torch.sh "$COMMIT" build >/dev/null &&
+        export VMMALLOC_LIBRARY_DIR=$PWD/build-gpu-torch/allocator \
+          VMMALLOC_TORCH_BUILD_DIR=$PWD/build-gpu-torch/torch-extension PYTHONPATH=$PWD/python &&
+        python3 -m pytest -q tests/python/test_torch.py' ;;
     sleep-bench)
       run_stage sleep-bench bash -c 'scripts/gpu_torch.sh "$COMMIT" build >/dev/null &&
         export VMMALLOC_LIBRARY_DIR=$PWD/build-gpu-torch/allocator \

@@ -221,6 +221,11 @@ DeviceContext& Allocator::context() const noexcept { return heap_->context(); }
 std::size_t Allocator::trim_to_limit() { return heap_->trim_to_limit(); }
 
 void Allocator::set_memory_cap(std::size_t bytes) {
+  apply_memory_cap(bytes);
+  fraction_set_.store(-1.0);
+}
+
+void Allocator::apply_memory_cap(std::size_t bytes) {
   const std::size_t g = context().pool().granularity();
   context().pool().set_memory_cap(bytes == 0 ? 0 : std::max(g, bytes / g * g));
 }
@@ -233,16 +238,19 @@ void Allocator::set_memory_fraction(double fraction) {
                                " (valid: 0 <= fraction <= 1)");
   }
   if (fraction == 1.0) {
-    set_memory_cap(0);  // as PyTorch: the whole device, no cap
+    apply_memory_cap(0);  // as PyTorch: the whole device, no cap
   } else if (fraction == 0.0) {
     context().pool().set_memory_cap(1);  // no new device memory at all
   } else {
     const std::size_t total = context().backend().memory_info().total_bytes;
-    set_memory_cap(static_cast<std::size_t>(static_cast<double>(total) * fraction));
+    apply_memory_cap(static_cast<std::size_t>(static_cast<double>(total) * fraction));
   }
+  fraction_set_.store(fraction);
 }
 
 double Allocator::memory_fraction() const {
+  const double set = fraction_set_.load();
+  if (set >= 0.0) return set;
   const std::size_t cap = memory_cap();
   if (cap == 0) return 1.0;
   const std::size_t total = context().backend().memory_info().total_bytes;

@@ -19,6 +19,7 @@
 // until release_pool(), since the graph may replay at any time.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -168,14 +169,19 @@ class VMM_API Allocator {
   // fraction of the device's total memory, 0 <= fraction <= 1 (else
   // InvalidArgumentError), as PyTorch reads it: 1 is no cap, 0 no new device
   // memory at all, others rounded down to the granularity (at least one
-  // granule). memory_fraction() is the cap over the total, 1 without one.
+  // granule). memory_fraction() is the fraction last set, as PyTorch's
+  // get_per_process_memory_fraction answers; after set_memory_cap (or the
+  // memory_cap key) it is the cap over the total, 1 without a cap.
   void set_memory_cap(std::size_t bytes);
   std::size_t memory_cap() const;
   void set_memory_fraction(double fraction);
   double memory_fraction() const;
 
  private:
+  void apply_memory_cap(std::size_t bytes);
+
   std::unique_ptr<Heap> heap_;
+  std::atomic<double> fraction_set_{-1.0};  // set_memory_fraction's, or -1
 };
 
 }  // namespace vmm

@@ -400,8 +400,15 @@ TEMPLATE_TEST_CASE("allocator: the memory cap set at run time (PyTorch's memory 
     CHECK(a.memory_cap() == 0);  // 1.0 is no cap, as in PyTorch
     // 0: no new device memory at all (PyTorch's meaning); what is mapped serves.
     a.set_memory_fraction(0.0);
-    CHECK(a.memory_fraction() < 1e-6);
+    CHECK(a.memory_fraction() == 0.0);  // the fraction set, as PyTorch answers it
     CHECK_THROWS_AS(a.allocate(64 * MiB, h.stream()), OutOfMemoryError);
+    // A fraction reads back exactly as set (the cap itself is rounded down
+    // to the granularity); a cap set in bytes reads as cap / total again.
+    a.set_memory_fraction(0.3);
+    CHECK(a.memory_fraction() == 0.3);
+    CHECK(a.memory_cap() <= static_cast<std::size_t>(0.3 * total));
+    a.set_memory_cap(64 * MiB);
+    CHECK(a.memory_fraction() == Approx(64.0 * MiB / total));
     a.set_memory_fraction(1.0);
     // A lower cap releases cached chunks above it at once.
     a.deallocate(big);

@@ -214,11 +214,22 @@ void TorchAllocator::init(int device_count) {
 
 bool TorchAllocator::initialized() { return ready_.load(); }
 
+// torch.cuda.set_per_process_memory_fraction / get_per_process_memory_fraction:
+// vmmalloc's memory cap of that device, at run time (docs/pytorch.md).
 void TorchAllocator::setMemoryFraction(double fraction, c10::DeviceIndex device) {
-  throw_error(message("vmmalloc: set_per_process_memory_fraction(", fraction, ", cuda:", device,
-                      ") is not supported; cap vmmalloc's memory before its first allocation "
-                      "with VMMALLOC_CONF=memory_cap:<fraction or size> or "
-                      "vmmalloc.torch.configure(\"memory_cap:...\")"));
+  try {
+    vmm::Allocator::instance(device).set_memory_fraction(fraction);
+  } catch (const vmm::Error& e) {
+    fail("set_per_process_memory_fraction", e);
+  }
+}
+
+double TorchAllocator::getMemoryFraction(c10::DeviceIndex device) {
+  try {
+    return vmm::Allocator::instance(device).memory_fraction();
+  } catch (const vmm::Error& e) {
+    fail("get_per_process_memory_fraction", e);
+  }
 }
 
 // ------------------------------------------------------------ cache, info

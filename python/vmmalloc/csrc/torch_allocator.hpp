@@ -67,6 +67,8 @@ class TorchAllocator final : public torch::cuda::CUDAPluggableAllocator::CUDAPlu
   void init(int device_count) override;
   bool initialized() override;
   void setMemoryFraction(double fraction, c10::DeviceIndex device) override;
+  // An override where the compiled-against header declares it (PyTorch 2.11).
+  double getMemoryFraction(c10::DeviceIndex device);
   // Both spellings PyTorch has used; whichever the compiled-against header
   // declares is the override (the other is unused).
   void emptyCache();
