@@ -81,12 +81,12 @@ def adapter_built() -> None:
 
 @pytest.fixture
 def scenario(adapter_built):
-    """scenario(name, *args) runs scenarios.py NAME ARGS in a fresh process,
-    fails the test with its output unless it exits 0, and returns the dict
-    of its RESULT line."""
+    """scenario(name, *args) runs scenarios.py NAME ARGS (or `script`'s) in a
+    fresh process, fails the test with its output unless it exits 0, and
+    returns the dict of its RESULT line."""
 
-    def run(name: str, *args: str, timeout: float = 600) -> dict:
-        proc = run_child([str(HERE / "scenarios.py"), name, *args], timeout=timeout)
+    def run(name: str, *args: str, timeout: float = 600, script: str = "scenarios.py") -> dict:
+        proc = run_child([str(HERE / script), name, *args], timeout=timeout)
         if proc.returncode != 0:
             pytest.fail(f"scenario {name} {' '.join(args)} failed:\n" + _report(proc), pytrace=False)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]

@@ -283,42 +283,6 @@ def oom() -> None:
     result(message=message)
 
 
-def memory_fraction() -> None:
-    """torch.cuda.set_per_process_memory_fraction caps vmmalloc at run time
-    (as PyTorch's test_set_per_process_memory_fraction): a larger request
-    raises torch.OutOfMemoryError with PyTorch's leading sentence, what fits
-    under the cap is served, and lifting the cap serves the refused size."""
-    vt.install()
-    total = torch.cuda.get_device_properties(0).total_memory
-    assert torch.cuda.get_per_process_memory_fraction() == 1.0
-    keep = torch.ones(MIB, device="cuda")
-    torch.cuda.set_per_process_memory_fraction(0.1)
-    assert torch.cuda.get_per_process_memory_fraction() == 0.1
-    big = int(total * 0.15)
-    try:
-        torch.empty(big, dtype=torch.uint8, device="cuda")
-    except torch.OutOfMemoryError as e:
-        message = str(e)
-    else:
-        raise AssertionError("an allocation of 0.15 of the device under a 0.1 cap did not raise")
-    assert message.startswith("CUDA out of memory. Tried to allocate "), message
-    fits = torch.empty(int(total * 0.05), dtype=torch.uint8, device="cuda")
-    fits.fill_(7)
-    assert int(fits[-1].item()) == 7
-    try:
-        torch.cuda.set_per_process_memory_fraction(1.5)
-    except ValueError as e:
-        bad = str(e)
-    else:
-        raise AssertionError("a fraction of 1.5 was accepted")
-    assert torch.cuda.get_per_process_memory_fraction() == 0.1
-    torch.cuda.set_per_process_memory_fraction(1.0)
-    served = torch.empty(big, dtype=torch.uint8, device="cuda")
-    served.fill_(3)
-    assert int(served[0].item()) == 3 and keep.sum().item() == MIB
-    result(message=message, bad=bad)
-
-
 def install_after_allocation() -> None:
     """install() after PyTorch allocated says so and changes nothing."""
     x = torch.ones(1000, device="cuda")
@@ -467,9 +431,6 @@ def unsupported() -> None:
     expect_error("memory_snapshot", torch.cuda.memory_snapshot, "vmmalloc.torch.snapshot()")
     expect_error("_record_memory_history", lambda: torch.cuda.memory._record_memory_history(),
                  "recordHistory")
-    assert hasattr(torch._C, "_cuda_getCheckpointState")
-    expect_error("getCheckpointState (CUDA-graph trees)",
-                 lambda: torch._C._cuda_getCheckpointState(0, (0, 1)), "getCheckpointState")
     assert x.sum().item() == 1000
     result(messages=messages)
 
@@ -593,7 +554,7 @@ def workspace_grow_during_kernel(install: str) -> None:
 
 
 SCENARIOS = {f.__name__: f for f in (
-    train, stats, record_stream, graphs, oom, memory_fraction, install_after_allocation, install_after_init,
+    train, stats, record_stream, graphs, oom, install_after_allocation, install_after_init,
     mem_pool, mem_pool_after_install, ipc, empty_cache_no_wait, allocator_settings, unsupported,
     workspace_keeps_tensors, workspace_grow_during_kernel)}
 

@@ -38,11 +38,6 @@ def test_out_of_memory_raises_and_process_recovers(scenario):
     assert "vmmalloc" in r["message"]
 
 
-def test_memory_fraction_caps_vmmalloc_at_run_time(scenario):
-    r = scenario("memory_fraction")
-    assert "vmmalloc" in r["message"]
-
-
 def test_install_after_allocation_is_refused(scenario):
     scenario("install_after_allocation")
 
@@ -75,7 +70,7 @@ def test_pytorch_allocator_settings_leave_vmmalloc_serving(scenario):
 
 def test_unsupported_features_fail_clearly(scenario):
     r = scenario("unsupported")
-    assert len(r["messages"]) == 3
+    assert len(r["messages"]) == 2
 
 
 @pytest.mark.parametrize("install", ["0", "1"], ids=["without-install", "with-install"])

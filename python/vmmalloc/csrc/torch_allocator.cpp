@@ -45,6 +45,8 @@ void set_stat(StatArray& stat, std::uint64_t current, std::uint64_t peak, std::u
   s.freed = as_i64(freed);
 }
 
+}  // namespace
+
 // The process-wide vmmalloc allocator of `device`. The first time a device
 // is used here, checks that vmmalloc serves it with GPU memory: its host
 // backend (VMMALLOC_CONF backend:host) gives pointers no kernel can use.
@@ -62,11 +64,9 @@ vmm::Allocator& allocator_of(int device) {
   return a;
 }
 
-[[noreturn]] void fail(const char* what, const vmm::Error& e) {
+[[noreturn]] void raise_error(const char* what, const vmm::Error& e) {
   throw_error(message("vmmalloc: ", what, ": ", e.what()));
 }
-
-}  // namespace
 
 TorchAllocator::TorchAllocator()
     : CUDAPluggableAllocator(
@@ -149,7 +149,7 @@ void* TorchAllocator::allocate_on(int device, size_t nbytes, cudaStream_t stream
   } catch (const vmm::OutOfMemoryError& e) {
     throw_out_of_memory(device, nbytes, e.what());
   } catch (const vmm::Error& e) {
-    fail("allocation failed", e);
+    raise_error("allocation failed", e);
   }
 }
 
@@ -220,7 +220,7 @@ void TorchAllocator::setMemoryFraction(double fraction, c10::DeviceIndex device)
   try {
     vmm::Allocator::instance(device).set_memory_fraction(fraction);
   } catch (const vmm::Error& e) {
-    fail("set_per_process_memory_fraction", e);
+    raise_error("set_per_process_memory_fraction", e);
   }
 }
 
@@ -228,7 +228,7 @@ double TorchAllocator::getMemoryFraction(c10::DeviceIndex device) {
   try {
     return vmm::Allocator::instance(device).memory_fraction();
   } catch (const vmm::Error& e) {
-    fail("get_per_process_memory_fraction", e);
+    raise_error("get_per_process_memory_fraction", e);
   }
 }
 
@@ -239,7 +239,7 @@ void TorchAllocator::emptyCache() {
     try {
       vmm::Allocator::instance(d).empty_cache();
     } catch (const vmm::Error& e) {
-      fail("empty_cache failed", e);
+      raise_error("empty_cache failed", e);
     }
   }
 }
@@ -352,87 +352,6 @@ c10::cuda::CUDACachingAllocator::SnapshotInfo TorchAllocator::snapshot(MempoolId
       "vmmalloc: torch.cuda.memory_snapshot() and torch.cuda.memory._snapshot() describe "
       "PyTorch's caching allocator and are not available with vmmalloc installed; use "
       "vmmalloc.torch.snapshot() (vmmalloc's own snapshot) or torch.cuda.memory_stats()");
-}
-
-// ------------------------------------------------------------ graph pools
-
-void TorchAllocator::beginAllocateToPool(c10::DeviceIndex device, MempoolId mempool_id,
-                                         std::function<bool(cudaStream_t)> filter) {
-  std::lock_guard lock(pools_mutex_);
-  Pool& pool = pools_[{device, mempool_id}];
-  if (pool.vmm_pool == 0) {
-    try {
-      pool.vmm_pool = allocator_of(device).create_pool();
-    } catch (const vmm::Error& e) {
-      pools_.erase({device, mempool_id});
-      fail("creating a graph pool failed", e);
-    }
-  }
-  ++pool.use_count;
-  routings_.push_back(Routing{device, mempool_id, pool.vmm_pool, std::move(filter)});
-  active_routings_.store(routings_.size(), std::memory_order_release);
-}
-
-void TorchAllocator::route_to_pool(int device, cudaStream_t stream) {
-  std::lock_guard lock(pools_mutex_);
-  for (const Routing& r : routings_) {
-    if (r.device != device || !r.filter(stream)) continue;
-    for (const BoundStream& b : bound_) {
-      if (b.device == device && b.stream == stream) return;  // routed already
-    }
-    try {
-      vmm::Allocator::instance(device).begin_pool(r.vmm_pool, stream);
-    } catch (const vmm::Error& e) {
-      fail("routing a stream to its graph pool failed", e);
-    }
-    bound_.push_back(BoundStream{device, stream, r.vmm_pool});
-    return;
-  }
-}
-
-void TorchAllocator::end_routing_locked(int device, const MempoolId& mempool_id,
-                                        std::uint64_t vmm_pool) {
-  const auto before = routings_.size();
-  routings_.erase(std::remove_if(routings_.begin(), routings_.end(),
-                                 [&](const Routing& r) {
-                                   return r.device == device && r.mempool_id == mempool_id;
-                                 }),
-                  routings_.end());
-  active_routings_.store(routings_.size(), std::memory_order_release);
-  if (routings_.size() == before) return;
-  bound_.erase(std::remove_if(bound_.begin(), bound_.end(),
-                              [&](const BoundStream& b) {
-                                return b.device == device && b.vmm_pool == vmm_pool;
-                              }),
-               bound_.end());
-  try {
-    vmm::Allocator::instance(device).end_pool(vmm_pool);
-  } catch (const vmm::Error& e) {
-    fail("ending a graph pool's allocations failed", e);
-  }
-}
-
-void TorchAllocator::endAllocateToPool(c10::DeviceIndex device, MempoolId mempool_id) {
-  std::lock_guard lock(pools_mutex_);
-  auto it = pools_.find({device, mempool_id});
-  if (it == pools_.end()) return;
-  end_routing_locked(device, mempool_id, it->second.vmm_pool);
-}
-
-void TorchAllocator::releasePool(c10::DeviceIndex device, MempoolId mempool_id) {
-  std::lock_guard lock(pools_mutex_);
-  auto it = pools_.find({device, mempool_id});
-  if (it == pools_.end()) return;  // a pool vmmalloc never served
-  end_routing_locked(device, mempool_id, it->second.vmm_pool);
-  if (--it->second.use_count > 0) return;
-  const std::uint64_t vmm_pool = it->second.vmm_pool;
-  pools_.erase(it);
-  try {
-    // Its blocks still live (a graph's outputs) return to general use when freed.
-    vmm::Allocator::instance(device).release_pool(vmm_pool);
-  } catch (const vmm::Error& e) {
-    fail("releasing a graph pool failed", e);
-  }
 }
 
 // ------------------------------------------------------------ the rest

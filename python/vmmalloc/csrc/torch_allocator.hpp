@@ -6,8 +6,9 @@
 // graph pools all reach vmmalloc. It derives from PyTorch's own
 // CUDAPluggableAllocator, which answers every hook of the interface of the
 // PyTorch it is compiled against; the hooks vmmalloc serves are overridden
-// here, and the few it cannot serve (memory history, checkpointing of graph
-// pools, MemPool creation) keep PyTorch's "not supported" errors.
+// here (graph pools and their checkpoints in torch_graph_pools.cpp), and the
+// few it cannot serve yet (memory history, MemPool creation) keep PyTorch's
+// "not supported" errors.
 //
 // Errors: out of memory is thrown as c10::OutOfMemoryError (Python sees
 // torch.OutOfMemoryError) with vmmalloc's message; other vmmalloc failures
@@ -31,12 +32,24 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
 #include "devices.hpp"
 
+namespace vmm {
+class Allocator;
+class Error;
+}  // namespace vmm
+
 namespace vmmalloc_torch {
+
+// The process-wide vmmalloc allocator of `device`, checked on first use to
+// serve it with GPU memory (c10::Error otherwise).
+vmm::Allocator& allocator_of(int device);
+// Throws c10::Error "vmmalloc: <what>: <e's message>".
+[[noreturn]] void raise_error(const char* what, const vmm::Error& e);
 
 class TorchAllocator final : public torch::cuda::CUDAPluggableAllocator::CUDAPluggableAllocator {
  public:
@@ -86,6 +99,17 @@ class TorchAllocator final : public torch::cuda::CUDAPluggableAllocator::CUDAPlu
                            std::function<bool(cudaStream_t)> filter) override;
   void endAllocateToPool(c10::DeviceIndex device, MempoolId mempool_id) override;
   void releasePool(c10::DeviceIndex device, MempoolId mempool_id) override;
+  // CUDA-graph trees (torch.compile mode="reduce-overhead"): checkpoints of a
+  // graph pool over vmm::Allocator::checkpoint_pool / restore_pool
+  // (torch_graph_pools.cpp). Declared without `override` so that a PyTorch
+  // whose signatures differ still builds (and keeps its own refusal).
+  std::shared_ptr<c10::cuda::CUDACachingAllocator::AllocatorState> getCheckpointState(
+      c10::DeviceIndex device, MempoolId id);
+  c10::cuda::CUDACachingAllocator::CheckpointDelta setCheckpointPoolState(
+      c10::DeviceIndex device,
+      std::shared_ptr<c10::cuda::CUDACachingAllocator::AllocatorState> pps);
+  bool checkPoolLiveAllocations(c10::DeviceIndex device, MempoolId mempool_id,
+                                const std::unordered_set<void*>& expected_live_allocations);
   c10::cuda::CUDACachingAllocator::ShareableHandle shareIpcHandle(void* ptr) override;
   std::shared_ptr<void> getIpcDevPtr(std::string handle) override;
   void attachOutOfMemoryObserver(
@@ -123,6 +147,10 @@ class TorchAllocator final : public torch::cuda::CUDAPluggableAllocator::CUDAPlu
   };
 
   void* allocate_on(int device, size_t nbytes, cudaStream_t stream);
+  // vmmalloc's pool for PyTorch's `mempool_id` on `device`; c10::Error
+  // naming `what` if there is none.
+  std::uint64_t vmm_pool_of(c10::DeviceIndex device, const MempoolId& mempool_id,
+                            const char* what);
   void route_to_pool(int device, cudaStream_t stream);
   void end_routing_locked(int device, const MempoolId& mempool_id, std::uint64_t vmm_pool);
   [[noreturn]] void throw_out_of_memory(int device, size_t nbytes, const char* what);
