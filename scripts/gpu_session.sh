@@ -27,7 +27,8 @@
 #   ddp          bench/ddp_train.py (needs 2 GPUs)
 #   sleep-bench  the adapter built, tests/python/test_sleep.py, then bench/sleep_wake.py
 #                (16 GiB live) and bench/rl_colocate.py (a few minutes)
-#   torch-tests  the adapter built, then tests/python/test_torch.py (pytest)
+#   torch-tests  the adapter built, then tests/python/test_graph_trees.py and
+#                test_torch.py (pytest)
 #   diagnose     the adapter built, then bench/diagnostics/memory_speed.py
 #                and bench/diagnostics/handle_cost.py (~2 min)
 # Environment: COMMIT (required: the device's copy has no .git), JOBS, and
@@ -135,7 +136,7 @@ for stage in "$@"; do
       run_stage torch-tests bash -c 'scripts/gpu_torch.sh "$COMMIT" build >/dev/null &&
         export VMMALLOC_LIBRARY_DIR=$PWD/build-gpu-torch/allocator \
           VMMALLOC_TORCH_BUILD_DIR=$PWD/build-gpu-torch/torch-extension PYTHONPATH=$PWD/python &&
-        python3 -m pytest -q tests/python/test_torch.py' ;;
+        python3 -m pytest -q tests/python/test_graph_trees.py tests/python/test_torch.py' ;;
     sleep-bench)
       run_stage sleep-bench bash -c 'scripts/gpu_torch.sh "$COMMIT" build >/dev/null &&
         export VMMALLOC_LIBRARY_DIR=$PWD/build-gpu-torch/allocator \
