@@ -29,6 +29,8 @@
 #                (16 GiB live) and bench/rl_colocate.py (a few minutes)
 #   torch-tests  the adapter built, then tests/python/test_graph_trees.py and
 #                test_torch.py (pytest)
+#   compile-bench  the adapter built, then bench/torch_compile.py (GPT-2 small,
+#                reduce-overhead; 9 runs)
 #   diagnose     the adapter built, then bench/diagnostics/memory_speed.py
 #                and bench/diagnostics/handle_cost.py (~2 min)
 # Environment: COMMIT (required: the device's copy has no .git), JOBS, and
@@ -137,6 +139,11 @@ for stage in "$@"; do
         export VMMALLOC_LIBRARY_DIR=$PWD/build-gpu-torch/allocator \
           VMMALLOC_TORCH_BUILD_DIR=$PWD/build-gpu-torch/torch-extension PYTHONPATH=$PWD/python &&
         python3 -m pytest -q tests/python/test_graph_trees.py tests/python/test_torch.py' ;;
+    compile-bench)
+      run_stage compile-bench bash -c 'scripts/gpu_torch.sh "$COMMIT" build >/dev/null &&
+        export VMMALLOC_LIBRARY_DIR=$PWD/build-gpu-torch/allocator \
+          VMMALLOC_TORCH_BUILD_DIR=$PWD/build-gpu-torch/torch-extension PYTHONPATH=$PWD/python &&
+        python3 bench/torch_compile.py --commit "$COMMIT" --out "$OUT/torch_compile.json"' ;;
     sleep-bench)
       run_stage sleep-bench bash -c 'scripts/gpu_torch.sh "$COMMIT" build >/dev/null &&
         export VMMALLOC_LIBRARY_DIR=$PWD/build-gpu-torch/allocator \
