@@ -4,7 +4,8 @@
 // mapped and drawn as vmmalloc snapshots, protocols 2 and 4 alike; hostile
 // pickles (code to run, truncation, a cycle, sharing piled on sharing) are
 // refused at once with exit 3 and a message, running nothing; so are a
-// string shared a million times over and a forged device index.
+// string shared a million times over, a forged device index and a string
+// holding a UTF-8-encoded surrogate (which JSON cannot hold).
 #include <string>
 
 #include "cli_harness.hpp"
@@ -69,6 +70,7 @@ int case_pytorch_hostile() {
       {"hostile_shared.pickle", "too many values"},
       {"hostile_strings.pickle", "too many values"},
       {"hostile_devices.pickle", "device 1000000000"},
+      {"hostile_surrogate.pickle", "not UTF-8"},
   };
   for (const auto& c : cases) {
     const Result r = vmmctl({"show", data(c.file)});

@@ -168,13 +168,25 @@ class Reader {
     push(s);
   }
   // Python writes str as UTF-8; anything else would not survive as JSON.
+  // Well-formed UTF-8 (RFC 3629), as JSON needs it: no overlong forms, no
+  // surrogates (U+D800..U+DFFF, which Python's surrogatepass writes), nothing
+  // above U+10FFFF.
   static bool valid_utf8(std::string_view b) {
     for (std::size_t i = 0; i < b.size();) {
       const auto c = static_cast<unsigned char>(b[i]);
-      std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+      if (c < 0x80) {
+        ++i;
+        continue;
+      }
+      const std::size_t len = c >= 0xc2 && c <= 0xdf ? 2 : (c >> 4) == 0xe ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
       if (len == 0 || i + len > b.size()) return false;
       for (std::size_t k = 1; k < len; ++k) {
         if ((static_cast<unsigned char>(b[i + k]) & 0xc0) != 0x80) return false;
+      }
+      const auto c1 = static_cast<unsigned char>(b[i + 1]);
+      if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0) || (c == 0xf0 && c1 < 0x90) ||
+          (c == 0xf4 && c1 >= 0x90)) {
+        return false;
       }
       i += len;
     }

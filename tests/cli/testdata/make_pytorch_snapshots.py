@@ -80,3 +80,7 @@ with open("hostile_strings.pickle", "wb") as f:
 with open("hostile_devices.pickle", "wb") as f:
     pickle.dump({"segments": [{"device": 10**9, "address": BASE, "total_size": MIB}],
                  "device_traces": [[]] * 100000}, f, protocol=4)
+# A lone surrogate (Python writes it with surrogatepass): not UTF-8 to JSON.
+with open("hostile_surrogate.pickle", "wb") as f:
+    pickle.dump({"segments": [{"device": 0, "address": BASE, "total_size": MIB, "segment_type": "x\udea1",
+                               "blocks": []}]}, f, protocol=4)
