@@ -105,18 +105,25 @@ void Heap::adopt_cache(ThreadCache& tc) {
   fold_cached_locked(blocks);
 }
 
-void Heap::count_usage(std::int64_t allocated, std::int64_t requested) {
+heap::UsageCounters::Local* Heap::usage_local() {
   heap::ThreadCache* tc = caches_.mine();
-  usage_.add(tc != nullptr ? &tc->usage : nullptr, allocated, requested);
+  return tc != nullptr ? &tc->usage : nullptr;
+}
+
+heap::UsageCounters::Usage Heap::usage_now() const {
+  heap::UsageCounters::Usage u = usage_.published();
+  caches_.add_unpublished_usage(u);
+  // Read while other threads count: clamp what a race may leave below 0.
+  for (heap::UsageCounters::Figures& f : u.of) {
+    for (std::int64_t& c : f.current) c = std::max<std::int64_t>(0, c);
+  }
+  u.sum_kinds();
+  return u;
 }
 
 heap::UsageCounters::Totals Heap::current_usage() const {
-  heap::UsageCounters::Totals t = usage_.published();
-  const heap::UsageCounters::Totals local = caches_.unpublished_usage();
-  // Read while other threads count: clamp what a race may leave below 0.
-  t.allocated = std::max<std::int64_t>(0, t.allocated + local.allocated);
-  t.requested = std::max<std::int64_t>(0, t.requested + local.requested);
-  return t;
+  const heap::UsageCounters::Figures all = usage_now().of[heap::UsageCounters::kAll];
+  return {all.current[heap::UsageCounters::kBytes], all.current[heap::UsageCounters::kRequested]};
 }
 
 void Heap::activate(Block* b, std::size_t requested) {
@@ -127,7 +134,8 @@ void Heap::activate(Block* b, std::size_t requested) {
     b->requested.set(requested);
     ++sh.allocations;
   }
-  count_usage(static_cast<std::int64_t>(b->size), static_cast<std::int64_t>(requested));
+  usage_.allocated(usage_local(), size_kind(b->size), static_cast<std::int64_t>(b->size),
+                   static_cast<std::int64_t>(requested));
 }
 
 void Heap::map_insert(Block* b) {
@@ -161,8 +169,8 @@ void* Heap::allocate(std::size_t bytes, Stream stream) {
         // Counted by the cache (hits); nobody else holds the block yet.
         b->requested.set(bytes);
         b->state.set(Block::State::live);
-        usage_.add(&tc->usage, static_cast<std::int64_t>(b->size),
-                   static_cast<std::int64_t>(bytes));
+        usage_.allocated(&tc->usage, size_kind(b->size), static_cast<std::int64_t>(b->size),
+                         static_cast<std::int64_t>(bytes));
         return reinterpret_cast<void*>(b->addr);
       }
     }
@@ -205,8 +213,8 @@ void Heap::deallocate(void* ptr, Stream stream, bool own_order) {
     fast = b->extra.empty() && pool == 0;
   }
   ThreadCache* tc = caches_.mine();
-  usage_.add(tc != nullptr ? &tc->usage : nullptr, -static_cast<std::int64_t>(size),
-             -static_cast<std::int64_t>(requested));
+  usage_.freed(tc != nullptr ? &tc->usage : nullptr, size_kind(size),
+               static_cast<std::int64_t>(size), static_cast<std::int64_t>(requested));
   if (fast && tc != nullptr && caches_.push(*tc, b)) return;
   std::lock_guard lock(mutex_);
   free_locked(b);
@@ -298,7 +306,9 @@ void* Heap::allocate_slow(std::size_t bytes, std::size_t rounded, Stream stream)
     }
     if (attempt == 0) {
       // Memory pressure: wait for the work on the free memory of other
-      // streams (those fences only) and for pending unmaps, then retry.
+      // streams (those fences only) and for pending unmaps, then retry
+      // (counted: PyTorch's num_alloc_retries).
+      ++alloc_retries_;
       reclaim_for_oom_locked(stream);
       if (Block* b = find_fit_locked(pool, kind, stream, rounded)) {
         return take_locked(b, rounded, bytes, stream);

@@ -202,10 +202,13 @@ class Heap {
 
   // Hot path pieces.
   void activate(Block* b, std::size_t requested);  // ptr shard + counters
-  // Counts an allocation (+) or a free (-) through the calling thread's
-  // cache's usage deltas (usage_counters.hpp).
-  void count_usage(std::int64_t allocated, std::int64_t requested);
-  // Bytes allocated and requested now: published plus every cache's deltas.
+  // The calling thread's usage counts (usage_counters.hpp), or nullptr
+  // while it is exiting (then counted in the shared totals).
+  heap::UsageCounters::Local* usage_local();
+  // Every usage figure now: published plus every cache's counts, per size
+  // kind and summed (of[kAll]); clamped at 0 while other threads count.
+  heap::UsageCounters::Usage usage_now() const;
+  // Bytes allocated and requested now, of every kind (from usage_now()).
   heap::UsageCounters::Totals current_usage() const;
   // A thread exits: its cache's blocks go to the free index. LiveHeaps' lock held.
   void adopt_cache(ThreadCache& tc);
@@ -415,6 +418,7 @@ class Heap {
   std::size_t mapped_bytes_ = 0;  // unique chunks mapped in segments
   std::uint64_t stitches_ = 0;
   std::uint64_t ooms_ = 0;
+  std::uint64_t alloc_retries_ = 0;  // growths tried again after reclaim_for_oom_locked
   std::uint64_t fenced_free_waits_ = 0;
   std::size_t peak_reserved_ = 0;
   std::uint64_t completion_sum_ = 0;  // refresh_locked's last look at the streams' completion
@@ -434,7 +438,8 @@ class Heap {
 
   mutable std::array<PtrShard, kPtrShards> ptrs_;
 
-  // Bytes allocated and requested, and their peaks (usage_counters.hpp).
+  // Bytes allocated and requested and blocks, per size kind, with their
+  // peaks and running totals (usage_counters.hpp).
   heap::UsageCounters usage_;
 
   Reclaimer::TaskId trim_task_ = 0;

@@ -91,7 +91,8 @@ void Heap::free_live_locked(Block* b) {
     size = b->size;
     requested = b->requested.get();
   }
-  usage_.add(nullptr, -static_cast<std::int64_t>(size), -static_cast<std::int64_t>(requested));
+  usage_.freed(nullptr, size_kind(size), static_cast<std::int64_t>(size),
+               static_cast<std::int64_t>(requested));
   --pools_[b->pool].live;
   free_locked(b);
 }

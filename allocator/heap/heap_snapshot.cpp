@@ -13,15 +13,71 @@
 
 namespace vmm {
 
-AllocatorStats Heap::stats() const {
-  AllocatorStats s;
-  const heap::UsageCounters::Totals usage = current_usage();
-  s.allocated_bytes = static_cast<std::size_t>(usage.allocated);
-  s.requested_bytes = static_cast<std::size_t>(usage.requested);
+namespace {
+
+using Counters = heap::UsageCounters;
+
+// One quantity's figures: current, peak, allocated so far, freed so far.
+struct Figure {
+  std::size_t current = 0;
+  std::size_t peak = 0;
+  std::uint64_t total = 0;
+  std::uint64_t freed = 0;
+};
+
+Figure figure(const Counters::Usage& usage, const Counters::Peaks& peaks, int kind, int quantity) {
+  const Counters::Figures& f = usage.of[kind];
+  Figure out;
+  out.current = static_cast<std::size_t>(f.current[quantity]);  // >= 0 (usage_now)
   // A peak is never below the present (with several threads the counted
   // peak may lag the sum: usage_counters.hpp).
-  s.peak_allocated_bytes = std::max(usage_.peak_allocated(), s.allocated_bytes);
-  s.peak_requested_bytes = std::max(usage_.peak_requested(), s.requested_bytes);
+  out.peak = std::max(static_cast<std::size_t>(peaks.of[kind][quantity]), out.current);
+  out.total = f.total[quantity];
+  out.freed = out.total > out.current ? out.total - out.current : 0;
+  return out;
+}
+
+void put(const Figure& f, std::size_t& current, std::size_t& peak, std::uint64_t& total,
+         std::uint64_t& freed) {
+  current = f.current;
+  peak = f.peak;
+  total = f.total;
+  freed = f.freed;
+}
+
+// The usage counters' figures: all, small and large bytes, requested bytes
+// and blocks. The counts of all blocks (active_blocks, allocations, frees)
+// come from the shards and caches instead (Heap::stats).
+void fill_usage(AllocatorStats& s, const Counters::Usage& u, const Counters::Peaks& p) {
+  constexpr int kAll = Counters::kAll;
+  constexpr auto kSmall = static_cast<int>(SizeKind::small);
+  constexpr auto kLarge = static_cast<int>(SizeKind::large);
+  put(figure(u, p, kAll, Counters::kBytes), s.allocated_bytes, s.peak_allocated_bytes,
+      s.total_allocated_bytes, s.total_freed_bytes);
+  put(figure(u, p, kAll, Counters::kRequested), s.requested_bytes, s.peak_requested_bytes,
+      s.total_requested_bytes, s.total_freed_requested_bytes);
+  s.peak_active_blocks = figure(u, p, kAll, Counters::kBlocks).peak;
+  put(figure(u, p, kSmall, Counters::kBytes), s.small_allocated_bytes, s.peak_small_allocated_bytes,
+      s.small_total_allocated_bytes, s.small_total_freed_bytes);
+  put(figure(u, p, kSmall, Counters::kRequested), s.small_requested_bytes,
+      s.peak_small_requested_bytes, s.small_total_requested_bytes,
+      s.small_total_freed_requested_bytes);
+  put(figure(u, p, kSmall, Counters::kBlocks), s.small_active_blocks, s.peak_small_active_blocks,
+      s.small_allocations, s.small_frees);
+  put(figure(u, p, kLarge, Counters::kBytes), s.large_allocated_bytes, s.peak_large_allocated_bytes,
+      s.large_total_allocated_bytes, s.large_total_freed_bytes);
+  put(figure(u, p, kLarge, Counters::kRequested), s.large_requested_bytes,
+      s.peak_large_requested_bytes, s.large_total_requested_bytes,
+      s.large_total_freed_requested_bytes);
+  put(figure(u, p, kLarge, Counters::kBlocks), s.large_active_blocks, s.peak_large_active_blocks,
+      s.large_allocations, s.large_frees);
+}
+
+}  // namespace
+
+AllocatorStats Heap::stats() const {
+  AllocatorStats s;
+  fill_usage(s, usage_now(), usage_.peaks());
   // Shards first, caches second: a free counted here had its allocation
   // counted before it (in the same shard, or as a cache hit read below).
   for (PtrShard& sh : ptrs_) {
@@ -31,12 +87,14 @@ AllocatorStats Heap::stats() const {
   }
   s.allocations += caches_.hits();
   s.active_blocks = s.allocations > s.frees ? static_cast<std::size_t>(s.allocations - s.frees) : 0;
+  s.peak_active_blocks = std::max(s.peak_active_blocks, s.active_blocks);
   std::size_t peak_reserved = 0;
   {
     std::lock_guard lock(mutex_);
     s.mapped_bytes = mapped_bytes_;
     s.stitches = stitches_;
     s.ooms = ooms_;
+    s.alloc_retries = alloc_retries_;
     s.fenced_free_waits = fenced_free_waits_;
     peak_reserved = peak_reserved_;
   }
@@ -53,7 +111,7 @@ AllocatorStats Heap::stats() const {
 }
 
 void Heap::reset_peak_stats() {
-  usage_.reset_peaks(current_usage());
+  usage_.reset_peaks(usage_now());
   std::lock_guard lock(mutex_);
   const Reclaimer::Accounting a = context_.reclaimer().accounting();
   peak_reserved_ = mapped_bytes_ + a.pool.cached_bytes + a.reclaimer.pending_bytes;

@@ -208,14 +208,10 @@ void ThreadCaches::detach(ThreadCache& tc, std::vector<Block*>& out) {
   std::erase_if(caches_, [&](const std::shared_ptr<ThreadCache>& c) { return c.get() == &tc; });
 }
 
-UsageCounters::Totals ThreadCaches::unpublished_usage() const {
+void ThreadCaches::add_unpublished_usage(UsageCounters::Usage& into) const {
   std::lock_guard caches_lock(mutex_);
-  UsageCounters::Totals out;
-  for (const std::shared_ptr<ThreadCache>& tc : caches_) {
-    out.allocated += tc->usage.allocated.load(std::memory_order_relaxed);
-    out.requested += tc->usage.requested.load(std::memory_order_relaxed);
-  }
-  return out;
+  for (const std::shared_ptr<ThreadCache>& tc : caches_)
+    UsageCounters::add_unpublished(tc->usage, into);
 }
 
 std::uint64_t ThreadCaches::hits() const {

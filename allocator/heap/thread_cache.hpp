@@ -44,8 +44,8 @@ struct alignas(64) ThreadCache {
   std::size_t slots_used = 0;
   std::size_t blocks = 0;
   std::uint64_t hits = 0;  // allocations served (for the allocation count)
-  // This thread's unpublished bytes allocated/requested (the heap's
-  // UsageCounters): written by the owner only, without `lock`.
+  // This thread's unpublished usage counts (the heap's UsageCounters):
+  // written by the owner only, without `lock`.
   UsageCounters::Local usage;
   bool detached = false;  // handed back: its thread exited or its heap is gone
 
@@ -106,8 +106,8 @@ class ThreadCaches {
 
   // Allocations served from caches (handed back ones included).
   std::uint64_t hits() const;
-  // The sum of the listed caches' unpublished usage deltas.
-  UsageCounters::Totals unpublished_usage() const;
+  // Adds the listed caches' unpublished usage counts to `into`.
+  void add_unpublished_usage(UsageCounters::Usage& into) const;
   // The trim clock: one tick per background trim. Returns the new tick.
   std::uint32_t advance_clock() noexcept {
     return clock_.fetch_add(1, std::memory_order_relaxed) + 1;

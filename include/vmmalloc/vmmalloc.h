@@ -170,6 +170,38 @@ typedef struct vmm_allocator_stats {
   uint64_t ooms;               /* allocations that failed out of memory */
   uint64_t fenced_free_waits;  /* waits for other streams' work instead of mapping
                                   (fenced_free_limit) */
+  uint64_t total_allocated_bytes; /* running totals: bytes allocated so far, rounded */
+  uint64_t total_freed_bytes;     /* bytes freed so far, rounded */
+  uint64_t total_requested_bytes; /* bytes allocated so far, as requested */
+  uint64_t total_freed_requested_bytes;
+  size_t peak_active_blocks;
+  uint64_t alloc_retries;         /* allocations tried again after out of memory */
+  /* small blocks only (rounded size < 1 MiB): the same figures */
+  size_t small_allocated_bytes;
+  size_t peak_small_allocated_bytes;
+  uint64_t small_total_allocated_bytes;
+  uint64_t small_total_freed_bytes;
+  size_t small_requested_bytes;
+  size_t peak_small_requested_bytes;
+  uint64_t small_total_requested_bytes;
+  uint64_t small_total_freed_requested_bytes;
+  size_t small_active_blocks;
+  size_t peak_small_active_blocks;
+  uint64_t small_allocations;
+  uint64_t small_frees;
+  /* large blocks only (rounded size >= 1 MiB): the same figures */
+  size_t large_allocated_bytes;
+  size_t peak_large_allocated_bytes;
+  uint64_t large_total_allocated_bytes;
+  uint64_t large_total_freed_bytes;
+  size_t large_requested_bytes;
+  size_t peak_large_requested_bytes;
+  uint64_t large_total_requested_bytes;
+  uint64_t large_total_freed_requested_bytes;
+  size_t large_active_blocks;
+  size_t peak_large_active_blocks;
+  uint64_t large_allocations;
+  uint64_t large_frees;
 } vmm_allocator_stats;
 
 VMM_API vmm_status vmm_get_allocator_stats(int device, vmm_allocator_stats* stats);

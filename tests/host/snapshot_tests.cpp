@@ -184,7 +184,37 @@ TEST_CASE("snapshot: workspaces, blocks, pool, pending reclaims and events as ma
                                                "num_device_alloc",
                                                "num_device_free",
                                                "num_ooms",
-                                               "vmmalloc.fenced_free_waits"};
+                                               "vmmalloc.fenced_free_waits",
+                                               "allocated_bytes.all.allocated",
+                                               "allocated_bytes.all.freed",
+                                               "requested_bytes.all.allocated",
+                                               "requested_bytes.all.freed",
+                                               "active.all.peak",
+                                               "num_alloc_retries",
+                                               "allocated_bytes.small_pool.current",
+                                               "allocated_bytes.small_pool.peak",
+                                               "allocated_bytes.small_pool.allocated",
+                                               "allocated_bytes.small_pool.freed",
+                                               "requested_bytes.small_pool.current",
+                                               "requested_bytes.small_pool.peak",
+                                               "requested_bytes.small_pool.allocated",
+                                               "requested_bytes.small_pool.freed",
+                                               "active.small_pool.current",
+                                               "active.small_pool.peak",
+                                               "allocation.small_pool.allocated",
+                                               "allocation.small_pool.freed",
+                                               "allocated_bytes.large_pool.current",
+                                               "allocated_bytes.large_pool.peak",
+                                               "allocated_bytes.large_pool.allocated",
+                                               "allocated_bytes.large_pool.freed",
+                                               "requested_bytes.large_pool.current",
+                                               "requested_bytes.large_pool.peak",
+                                               "requested_bytes.large_pool.allocated",
+                                               "requested_bytes.large_pool.freed",
+                                               "active.large_pool.current",
+                                               "active.large_pool.peak",
+                                               "allocation.large_pool.allocated",
+                                               "allocation.large_pool.freed"};
   CHECK(c.size() == documented.size());
   REQUIRE(std::size(kAllocatorStatFields) == documented.size());
   for (std::size_t i = 0; i < documented.size(); ++i) {
@@ -195,6 +225,8 @@ TEST_CASE("snapshot: workspaces, blocks, pool, pending reclaims and events as ma
   CHECK(c["active.all.current"] == 2);
   CHECK(c["allocated_bytes.all.current"] == a.block_size(big) + a.block_size(small));
   CHECK(c["requested_bytes.all.current"] == 3 * MiB + 1000);
+  CHECK(c["allocated_bytes.small_pool.current"] == a.block_size(small));
+  CHECK(c["allocated_bytes.large_pool.allocated"] == a.block_size(big));
 
   const Json& t = d["totals"];
   CHECK(t["in_use_bytes"] == 2 * MiB + a.block_size(big) + a.block_size(small));

@@ -132,6 +132,21 @@ def stats() -> None:
     assert torch.cuda.memory_allocated() == s["allocated_bytes.all.current"]
     assert torch.cuda.memory_reserved() == s["reserved_bytes.all.current"]
     assert torch.cuda.max_memory_allocated() >= base["allocated_bytes.all.current"] + n
+    # Every key PyTorch fills: the block is large (small_pool unmoved), the
+    # running totals grew by it, small + large = all.
+    moved = {k: s[k] - base[k] for k in s}
+    assert moved["allocated_bytes.large_pool.current"] == grew
+    assert moved["allocated_bytes.small_pool.current"] == 0
+    assert moved["allocated_bytes.all.allocated"] == grew
+    assert moved["requested_bytes.large_pool.allocated"] == n
+    assert moved["allocation.large_pool.allocated"] == 1
+    for stat in ("allocated_bytes", "requested_bytes", "allocation", "active", "active_bytes"):
+        for field in ("current", "allocated", "freed"):
+            assert s[f"{stat}.all.{field}"] == (
+                s[f"{stat}.small_pool.{field}"] + s[f"{stat}.large_pool.{field}"]), (stat, field)
+    assert s["active.all.peak"] >= s["active.all.current"]
+    assert s["max_split_size"] == -1
+    assert s["oversize_allocations.current"] == 0 and s["oversize_segments.current"] == 0
     # The package's own counters agree with PyTorch's view of them.
     own = vt.memory_stats()
     assert own["allocated_bytes"] == torch.cuda.memory_allocated()
@@ -141,6 +156,7 @@ def stats() -> None:
     after = torch.cuda.memory_stats()
     assert after["allocated_bytes.all.current"] == base["allocated_bytes.all.current"]
     assert after["allocation.all.freed"] >= base["allocation.all.freed"] + 1
+    assert after["allocated_bytes.all.freed"] - base["allocated_bytes.all.freed"] == grew
     assert torch.cuda.max_memory_allocated() == peak  # peaks outlive the free
     torch.cuda.reset_peak_memory_stats()
     assert torch.cuda.max_memory_allocated() == torch.cuda.memory_allocated()
@@ -148,8 +164,16 @@ def stats() -> None:
     torch.cuda.reset_accumulated_memory_stats()
     acc = torch.cuda.memory_stats()
     assert acc["allocation.all.allocated"] == 0 and acc["allocation.all.freed"] == 0
+    assert acc["allocated_bytes.all.allocated"] == 0 and acc["requested_bytes.all.freed"] == 0
+    assert acc["num_alloc_retries"] == 0
     y = torch.empty(MIB, device="cuda")
-    assert torch.cuda.memory_stats()["allocation.all.allocated"] == 1
+    z = torch.empty(10, device="cuda")  # 40 bytes: a small block
+    acc = torch.cuda.memory_stats()
+    assert acc["allocation.all.allocated"] == 2
+    assert acc["allocation.large_pool.allocated"] == 1 and acc["allocation.small_pool.allocated"] == 1
+    assert acc["allocated_bytes.large_pool.allocated"] == 4 * MIB
+    assert acc["requested_bytes.small_pool.allocated"] == 40
+    del z
     summary = torch.cuda.memory_summary()
     assert "Allocated memory" in summary
     del x0, y

@@ -22,10 +22,13 @@ namespace vmmalloc_torch {
 
 namespace {
 
-// DeviceStats keeps each statistic for StatType AGGREGATE (index 0), SMALL_POOL
-// and LARGE_POOL. vmmalloc has no small/large split: it fills AGGREGATE
-// ("all" in torch.cuda.memory_stats) only.
+// DeviceStats keeps each statistic for StatType AGGREGATE (index 0, "all" in
+// torch.cuda.memory_stats), SMALL_POOL (1, "small_pool") and LARGE_POOL (2,
+// "large_pool"). vmmalloc's small and large are its heap's size kinds
+// (rounded size below 1 MiB, or not): see getDeviceStats.
 constexpr std::size_t kAggregate = 0;
+constexpr std::size_t kSmallPool = 1;
+constexpr std::size_t kLargePool = 2;
 
 constexpr const char* kIpcUnsupported =
     "vmmalloc: CUDA tensors allocated by vmmalloc cannot be shared with other processes through "
@@ -35,14 +38,70 @@ constexpr const char* kIpcUnsupported =
 
 std::int64_t as_i64(std::uint64_t v) { return static_cast<std::int64_t>(v); }
 
+// One statistic of one StatType: PyTorch's current, peak, allocated (the sum
+// of increases since resetAccumulatedStats) and freed (of decreases).
+struct Figure {
+  std::uint64_t current = 0;
+  std::uint64_t peak = 0;
+  std::uint64_t allocated = 0;
+  std::uint64_t freed = 0;
+};
+
+// One statistic for "all", "small_pool" and "large_pool".
+struct Split {
+  Figure all;
+  Figure small;
+  Figure large;
+};
+
 template <typename StatArray>
-void set_stat(StatArray& stat, std::uint64_t current, std::uint64_t peak, std::uint64_t allocated,
-              std::uint64_t freed) {
-  auto& s = stat[kAggregate];
-  s.current = as_i64(current);
-  s.peak = as_i64(peak);
-  s.allocated = as_i64(allocated);
-  s.freed = as_i64(freed);
+void set_stat(StatArray& stat, std::size_t type, const Figure& f) {
+  auto& s = stat[type];
+  s.current = as_i64(f.current);
+  s.peak = as_i64(f.peak);
+  s.allocated = as_i64(f.allocated);
+  s.freed = as_i64(f.freed);
+}
+
+template <typename StatArray>
+void set_split(StatArray& stat, const Split& split) {
+  set_stat(stat, kAggregate, split.all);
+  set_stat(stat, kSmallPool, split.small);
+  set_stat(stat, kLargePool, split.large);
+}
+
+// vmmalloc keeps its running totals since start: what accumulated since the
+// last resetAccumulatedStats is the total less the total then (`b`).
+Split bytes_of(const vmm::AllocatorStats& s, const vmm::AllocatorStats& b) {
+  return {
+      {s.allocated_bytes, s.peak_allocated_bytes, s.total_allocated_bytes - b.total_allocated_bytes,
+       s.total_freed_bytes - b.total_freed_bytes},
+      {s.small_allocated_bytes, s.peak_small_allocated_bytes,
+       s.small_total_allocated_bytes - b.small_total_allocated_bytes,
+       s.small_total_freed_bytes - b.small_total_freed_bytes},
+      {s.large_allocated_bytes, s.peak_large_allocated_bytes,
+       s.large_total_allocated_bytes - b.large_total_allocated_bytes,
+       s.large_total_freed_bytes - b.large_total_freed_bytes}};
+}
+
+Split requested_of(const vmm::AllocatorStats& s, const vmm::AllocatorStats& b) {
+  return {
+      {s.requested_bytes, s.peak_requested_bytes, s.total_requested_bytes - b.total_requested_bytes,
+       s.total_freed_requested_bytes - b.total_freed_requested_bytes},
+      {s.small_requested_bytes, s.peak_small_requested_bytes,
+       s.small_total_requested_bytes - b.small_total_requested_bytes,
+       s.small_total_freed_requested_bytes - b.small_total_freed_requested_bytes},
+      {s.large_requested_bytes, s.peak_large_requested_bytes,
+       s.large_total_requested_bytes - b.large_total_requested_bytes,
+       s.large_total_freed_requested_bytes - b.large_total_freed_requested_bytes}};
+}
+
+Split blocks_of(const vmm::AllocatorStats& s, const vmm::AllocatorStats& b) {
+  return {{s.active_blocks, s.peak_active_blocks, s.allocations - b.allocations, s.frees - b.frees},
+          {s.small_active_blocks, s.peak_small_active_blocks,
+           s.small_allocations - b.small_allocations, s.small_frees - b.small_frees},
+          {s.large_active_blocks, s.peak_large_active_blocks,
+           s.large_allocations - b.large_allocations, s.large_frees - b.large_frees}};
 }
 
 }  // namespace
@@ -294,11 +353,12 @@ void TorchAllocator::recordStream(const c10::DataPtr& ptr, c10::cuda::CUDAStream
 // cached_bytes, pending_bytes, stitches and fenced_free_waits have none (they
 // reach Python through vmmalloc.torch.memory_stats()). A counter added to the
 // list fails this check: map it below or name it above, then count it.
-static_assert(std::size(vmm::kAllocatorStatFields) == 18,
+static_assert(std::size(vmm::kAllocatorStatFields) == 48,
               "a counter was added to VMM_ALLOCATOR_STATS: does getDeviceStats report it?");
 
 TorchAllocator::DeviceStats TorchAllocator::getDeviceStats(c10::DeviceIndex device) {
   DeviceStats out;
+  out.max_split_size = -1;  // vmmalloc has none: PyTorch's default (SIZE_MAX) reads -1
   if (!device_noted(device)) return out;  // vmmalloc never ran there
   const vmm::AllocatorStats s = vmm::Allocator::instance(device).stats();
   AccumulatedBase base;
@@ -306,26 +366,35 @@ TorchAllocator::DeviceStats TorchAllocator::getDeviceStats(c10::DeviceIndex devi
     std::lock_guard lock(stats_mutex_);
     base = accumulated_base_[static_cast<std::size_t>(device)];
   }
-  // Counts: vmmalloc counts live blocks and allocations/frees since the
-  // last reset, not a peak of live blocks (reported as 0).
-  set_stat(out.allocation, s.active_blocks, 0, s.allocations - base.allocations,
-           s.frees - base.frees);
-  set_stat(out.active, s.active_blocks, 0, s.allocations - base.allocations, s.frees - base.frees);
-  // Bytes: current and peak; vmmalloc keeps no running byte totals.
-  set_stat(out.allocated_bytes, s.allocated_bytes, s.peak_allocated_bytes, 0, 0);
-  set_stat(out.active_bytes, s.allocated_bytes, s.peak_allocated_bytes, 0, 0);
-  set_stat(out.requested_bytes, s.requested_bytes, s.peak_requested_bytes, 0, 0);
-  set_stat(out.reserved_bytes, s.reserved_bytes, s.peak_reserved_bytes, 0, 0);
-  set_stat(out.inactive_split_bytes, s.inactive_split_bytes, 0, 0, 0);
-  // A "segment" of PyTorch's is one cudaMalloc; vmmalloc's equivalent is a
-  // physical chunk (one cuMemCreate).
-  set_stat(out.segment, s.chunk_creates - s.chunk_releases, 0,
-           s.chunk_creates - base.chunk_creates, s.chunk_releases - base.chunk_releases);
+  // Blocks and their bytes, for all, small_pool and large_pool. A block is
+  // active from its allocation to its free request in vmmalloc (its reuse
+  // waits for the streams that used it, not its accounting), so active and
+  // allocation are the same counts, active_bytes and allocated_bytes the
+  // same bytes.
+  const Split blocks = blocks_of(s, base);
+  const Split bytes = bytes_of(s, base);
+  set_split(out.allocation, blocks);
+  set_split(out.active, blocks);
+  set_split(out.allocated_bytes, bytes);
+  set_split(out.active_bytes, bytes);
+  set_split(out.requested_bytes, requested_of(s, base));
+  // Memory held: "all" only. vmmalloc's physical chunks (and its chunk
+  // cache and pending unmaps) belong to no size kind, so small_pool and
+  // large_pool of these stay 0. A "segment" of PyTorch's is one cudaMalloc;
+  // vmmalloc's equivalent is a physical chunk (one cuMemCreate); the peaks
+  // of the chunk count and of the split counts are not kept (0).
+  set_stat(out.reserved_bytes, kAggregate, {s.reserved_bytes, s.peak_reserved_bytes, 0, 0});
+  set_stat(out.inactive_split_bytes, kAggregate, {s.inactive_split_bytes, 0, 0, 0});
+  set_stat(out.segment, kAggregate,
+           {s.chunk_creates - s.chunk_releases, 0, s.chunk_creates - base.chunk_creates,
+            s.chunk_releases - base.chunk_releases});
+  // oversize_allocations and oversize_segments stay 0: nothing is oversize
+  // without a max_split_size, as in PyTorch by default.
   out.num_ooms = as_i64(s.ooms - base.ooms);
+  out.num_alloc_retries = as_i64(s.alloc_retries - base.alloc_retries);
   out.num_device_alloc = as_i64(s.chunk_creates - base.chunk_creates);
   out.num_device_free = as_i64(s.chunk_releases - base.chunk_releases);
-  out.num_alloc_retries = 0;  // vmmalloc never frees its cache and retries with a device sync
-  out.num_sync_all_streams = 0;
+  out.num_sync_all_streams = 0;  // vmmalloc never synchronises every stream
   return out;
 }
 
@@ -333,13 +402,12 @@ void TorchAllocator::resetAccumulatedStats(c10::DeviceIndex device) {
   if (!device_noted(device)) return;
   const vmm::AllocatorStats s = vmm::Allocator::instance(device).stats();
   std::lock_guard lock(stats_mutex_);
-  accumulated_base_[static_cast<std::size_t>(device)] =
-      AccumulatedBase{s.allocations, s.frees, s.ooms, s.chunk_creates, s.chunk_releases};
+  accumulated_base_[static_cast<std::size_t>(device)] = s;
 }
 
 void TorchAllocator::resetPeakStats(c10::DeviceIndex device) {
   if (!device_noted(device)) return;
-  vmm::Allocator::instance(device).reset_peak_stats();
+  vmm::Allocator::instance(device).reset_peak_stats();  // every peak of vmmalloc's
 }
 
 c10::cuda::CUDACachingAllocator::SnapshotInfo TorchAllocator::snapshot(MempoolId mempool_id) {

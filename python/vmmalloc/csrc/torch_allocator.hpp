@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "devices.hpp"
+#include "vmmalloc/stats.hpp"
 
 namespace vmm {
 class Allocator;
@@ -119,14 +120,9 @@ class TorchAllocator final : public torch::cuda::CUDAPluggableAllocator::CUDAPlu
   std::string name() override;
 
  private:
-  // Counters vmmalloc keeps since start; reset_accumulated subtracts these.
-  struct AccumulatedBase {
-    std::uint64_t allocations = 0;
-    std::uint64_t frees = 0;
-    std::uint64_t ooms = 0;
-    std::uint64_t chunk_creates = 0;
-    std::uint64_t chunk_releases = 0;
-  };
+  // vmmalloc's counters at the last resetAccumulatedStats: those it keeps
+  // since start (counts, running byte totals) are reported less these.
+  using AccumulatedBase = vmm::AllocatorStats;
   // A graph pool of PyTorch (MempoolId) mapped to vmmalloc's (PoolId).
   struct Pool {
     std::uint64_t vmm_pool = 0;
