@@ -283,12 +283,12 @@ void* Heap::allocate_slow(std::size_t bytes, std::size_t rounded, Stream stream)
   if (ThreadCache* tc = caches_.mine()) flush_thread_cache_locked(*tc);
   refresh_locked();
   if (Block* b = find_fit_locked(pool, kind, stream, rounded)) {
-    return take_locked(b, rounded, bytes, stream);
+    return take_locked(b, rounded, bytes, stream, true);
   }
   if (flush_idle_caches_locked(heap::kStealIdleTicks) != 0) {
     refresh_locked();
     if (Block* b = find_fit_locked(pool, kind, stream, rounded)) {
-      return take_locked(b, rounded, bytes, stream);
+      return take_locked(b, rounded, bytes, stream, true);
     }
   }
   // Before mapping more: free memory waiting for other streams' work beyond
@@ -311,8 +311,15 @@ void* Heap::allocate_slow(std::size_t bytes, std::size_t rounded, Stream stream)
       ++alloc_retries_;
       reclaim_for_oom_locked(stream);
       if (Block* b = find_fit_locked(pool, kind, stream, rounded)) {
-        return take_locked(b, rounded, bytes, stream);
+        return take_locked(b, rounded, bytes, stream, true);
       }
+    }
+  }
+  // Out of memory outside any pool: a use-on-OOM pool (torch.cuda.MemPool's
+  // use_on_oom) lends a free block; freed, it goes back to that pool.
+  if (pool == 0) {
+    if (Block* b = lend_for_oom_locked(kind, stream, rounded)) {
+      return take_locked(b, rounded, bytes, stream, true);
     }
   }
   ++ooms_;
@@ -492,9 +499,12 @@ Heap::Block* Heap::split_locked(Block* b, std::size_t keep) {
   return rest;
 }
 
-void* Heap::take_locked(Block* b, std::size_t rounded, std::size_t bytes, Stream stream) {
+void* Heap::take_locked(Block* b, std::size_t rounded, std::size_t bytes, Stream stream,
+                        bool found) {
   index_erase_locked(b);
-  if (b->size > rounded) split_locked(b, rounded);
+  const PoolId owner = b->segment->pool;
+  const bool whole = found && owner != 0 && pools_[owner].no_split;
+  if (b->size > rounded && !whole) split_locked(b, rounded);
   b->stream = stream;
   b->extra.clear();
   b->neutral = false;

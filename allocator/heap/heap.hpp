@@ -119,6 +119,9 @@ class Heap {
   void begin_pool(PoolId pool, Stream stream);
   void end_pool(PoolId pool);
   void release_pool(PoolId pool);
+  // Options of a live graph pool (contract at Allocator::set_pool_use_on_oom).
+  void set_pool_use_on_oom(PoolId pool, bool on);
+  void set_pool_no_split(PoolId pool);
   // Checkpoints (heap_checkpoint.cpp; contract at Allocator::checkpoint_pool).
   PoolCheckpoint checkpoint_pool(PoolId pool) const;
   CheckpointDelta restore_pool(const PoolCheckpoint& checkpoint);
@@ -168,6 +171,8 @@ class Heap {
     TagId tag = 0;       // sleep(tag) includes this pool
     bool graph = true;   // a graph pool (create_pool); false: a tag's own pool
     bool asleep = false; // its segments' chunks are unmapped and released
+    bool use_on_oom = false;  // lends its free blocks when nothing may be mapped
+    bool no_split = false;    // hands its free blocks out whole
   };
   // A sleeping tag: its pools' live bytes in host memory (offload) and
   // where each run goes back. Kept host buffers of awake tags too.
@@ -241,7 +246,13 @@ class Heap {
   bool usable_locked(Block* b, Stream stream);
   Block* find_fit_locked(PoolId pool, SizeKind kind, Stream stream, std::size_t size);
   // Hands out free block `b` (split to `rounded`) for `bytes` on `stream`.
-  void* take_locked(Block* b, std::size_t rounded, std::size_t bytes, Stream stream);
+  // `found`: a free block found for the request (a no-split pool's is
+  // handed out whole); otherwise cut to `rounded`.
+  void* take_locked(Block* b, std::size_t rounded, std::size_t bytes, Stream stream,
+                    bool found = false);
+  // A free block of a use-on-OOM pool that fits, for an allocation outside
+  // any pool that found no memory; nullptr if none.
+  Block* lend_for_oom_locked(SizeKind kind, Stream stream, std::size_t rounded);
   // Cuts [addr + keep, end) off free block `b` (not in the free index) as a
   // new free block in the pointer map and the index; returns it.
   Block* split_locked(Block* b, std::size_t keep);

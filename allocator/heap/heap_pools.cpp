@@ -93,6 +93,35 @@ void Heap::release_pool(PoolId pool) {
   if (it->second.live == 0 && !it->second.asleep) migrate_pool_locked(pool);
 }
 
+void Heap::set_pool_use_on_oom(PoolId pool, bool on) {
+  std::lock_guard lock(mutex_);
+  auto it = pools_.find(pool);
+  if (pool == 0 || it == pools_.end() || it->second.released || !it->second.graph) {
+    if (!on) return;  // nothing lends: already so (MemPool's destructor after the pool went)
+    throw InvalidArgumentError("set_pool_use_on_oom: " + std::to_string(pool) +
+                               " is not a live graph pool");
+  }
+  it->second.use_on_oom = on;
+}
+
+void Heap::set_pool_no_split(PoolId pool) {
+  std::lock_guard lock(mutex_);
+  auto it = pools_.find(pool);
+  if (pool == 0 || it == pools_.end() || it->second.released || !it->second.graph) {
+    throw InvalidArgumentError("set_pool_no_split: " + std::to_string(pool) +
+                               " is not a live graph pool");
+  }
+  it->second.no_split = true;
+}
+
+Heap::Block* Heap::lend_for_oom_locked(SizeKind kind, Stream stream, std::size_t rounded) {
+  for (auto& [pid, p] : pools_) {
+    if (pid == 0 || !p.use_on_oom || p.released || p.asleep) continue;
+    if (Block* b = find_fit_locked(pid, kind, stream, rounded)) return b;
+  }
+  return nullptr;
+}
+
 bool Heap::is_growing_locked(const Segment* seg) const {
   auto it = pools_.find(seg->pool);
   return it != pools_.end() && it->second.growing[static_cast<int>(seg->kind)] == seg;

@@ -90,6 +90,17 @@ class VMM_API Allocator {
   void begin_pool(PoolId pool, Stream stream);
   void end_pool(PoolId pool);
   void release_pool(PoolId pool);
+  // Options of a live graph pool, as torch.cuda.MemPool sets them.
+  // set_pool_use_on_oom(pool, true): an allocation outside any pool that
+  // finds no memory (the device or memory cap is full, after the usual
+  // reclaiming) takes a free block of this pool that fits; freed, the block
+  // goes back to the pool. set_pool_no_split(pool): a free block of the
+  // pool found for a request is handed out whole (new memory is still cut
+  // to the request). A pool that is not a live graph pool:
+  // InvalidArgumentError (except set_pool_use_on_oom(pool, false), which
+  // then does nothing).
+  void set_pool_use_on_oom(PoolId pool, bool on);
+  void set_pool_no_split(PoolId pool);
 
   // Checkpoints of a graph pool (vmmalloc/pool_checkpoint.hpp; what
   // PyTorch's CUDA-graph trees use): the pool's live blocks now. restore_pool() frees every

@@ -139,25 +139,27 @@ def configure(conf: str) -> None:
     _ext().configure(conf)
 
 
-def mem_pool(device: Any = None) -> torch.cuda.MemPool:
+def mem_pool(device: Any = None, *, use_on_oom: bool = False) -> torch.cuda.MemPool:
     """A ``torch.cuda.MemPool`` on `device` (default: the current one) whose
     memory comes from vmmalloc::
 
         pool = vmmalloc.torch.mem_pool()
         with torch.cuda.use_mem_pool(pool):
             x = torch.empty(n, device="cuda")   # from vmmalloc
-        y = torch.empty(n, device="cuda")       # PyTorch's allocator
 
-    PyTorch's caching allocator stays current and caches blocks inside the
-    segments vmmalloc hands it. Not with ``install()`` (RuntimeError).
+    With ``install()`` it is a plain ``torch.cuda.MemPool(use_on_oom=...)``:
+    a vmmalloc pool of its own (its free memory kept for it, handed back when
+    the pool is deleted; ``use_on_oom=True`` lets other allocations take its
+    free blocks when the device is full). Without ``install()`` PyTorch's
+    caching allocator stays current for everything else and caches blocks
+    inside the segments vmmalloc hands the pool (``use_on_oom`` is then
+    PyTorch's own).
     """
-    if is_installed():
-        raise RuntimeError(
-            "vmmalloc.torch.mem_pool() cannot be combined with install(): with vmmalloc "
-            "installed every CUDA allocation already comes from vmmalloc, and PyTorch cannot "
-            "create a MemPool while a custom allocator is its current allocator")
     _require_cuda("mem_pool()")
     index = _device_index(device, "mem_pool")
+    if is_installed():
+        with torch.cuda.device(index):
+            return torch.cuda.MemPool(use_on_oom=bool(use_on_oom))
     global _pool_allocator
     with _lock:
         if _pool_allocator is None:
@@ -165,7 +167,7 @@ def mem_pool(device: Any = None) -> torch.cuda.MemPool:
             _pool_allocator = torch.cuda.memory.CUDAPluggableAllocator(
                 ext.__file__, ext.pool_malloc_symbol, ext.pool_free_symbol)
     with torch.cuda.device(index):
-        return torch.cuda.MemPool(_pool_allocator.allocator())
+        return torch.cuda.MemPool(_pool_allocator.allocator(), use_on_oom=bool(use_on_oom))
 
 
 # ------------------------------------------------------------ observability

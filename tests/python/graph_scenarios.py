@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import torch
 
@@ -124,7 +125,81 @@ def memory_fraction() -> None:
     result(message=message, bad=bad)
 
 
-SCENARIOS = {f.__name__: f for f in (reduce_overhead, memory_fraction)}
+def mem_pool_installed() -> None:
+    """torch.cuda.MemPool with vmmalloc installed (as PyTorch's MemPool tests):
+    allocations under use_mem_pool land in the pool and its freed memory is
+    kept for it, use counts follow PyTorch's, deleting the pool hands its
+    memory back, a use_on_oom pool serves other allocations when no new
+    memory may be mapped, and a graph captured into a MemPool replays."""
+    import gc
+
+    vt.install()
+    n = 64 * MIB
+    pool = torch.cuda.MemPool()
+    assert pool.use_count() == 1, pool.use_count()
+    with torch.cuda.use_mem_pool(pool):
+        assert pool.use_count() == 2, pool.use_count()
+        x = torch.ones(n // 4, device="cuda")
+    assert pool.use_count() == 1, pool.use_count()
+    x_addr = x.data_ptr()
+    del x
+    outside = torch.empty(n // 4, device="cuda")
+    assert outside.data_ptr() != x_addr, "a block freed in the pool served an allocation outside it"
+    with torch.cuda.use_mem_pool(pool):
+        again = torch.empty(n // 4, device="cuda")
+    assert again.data_ptr() == x_addr, "the pool did not reuse its own free block"
+    del again, outside
+    torch.cuda.synchronize()
+    reserved_with_pool = vt.memory_stats()["reserved_bytes"]
+    del pool
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.synchronize()
+    for _ in range(200):  # unmaps finish on vmmalloc's reclaimer thread
+        reserved_after = vt.memory_stats()["reserved_bytes"]
+        if reserved_after <= reserved_with_pool - n:
+            break
+        time.sleep(0.01)
+    assert reserved_after <= reserved_with_pool - n, (reserved_with_pool, reserved_after)
+
+    # use_on_oom: with no new device memory allowed, an allocation outside
+    # the pool takes the pool's free block.
+    spare = torch.cuda.MemPool(use_on_oom=True)
+    with torch.cuda.use_mem_pool(spare):
+        block = torch.empty(4 * n, dtype=torch.uint8, device="cuda")
+    block_addr = block.data_ptr()
+    del block
+    torch.cuda.set_per_process_memory_fraction(0.0)
+    try:
+        served = torch.empty(2 * n, dtype=torch.uint8, device="cuda")
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    assert block_addr <= served.data_ptr() < block_addr + 4 * n, "use_on_oom pool not used"
+    served.fill_(5)
+    assert int(served[-1].item()) == 5
+    del served, spare
+    gc.collect()
+
+    # A CUDA graph captured into a MemPool.
+    gpool = torch.cuda.MemPool()
+    static_in = torch.full((1 << 20,), 3.0, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        static_in * 2  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g, pool=gpool.id):
+        out = static_in * 2
+    static_in.fill_(5.0)
+    g.replay()
+    torch.cuda.synchronize()
+    assert float(out[0].item()) == 10.0 and float(out[-1].item()) == 10.0
+    result(reserved_with_pool=reserved_with_pool, reserved_after=reserved_after,
+           graph_pool_use_count=gpool.use_count())
+
+
+SCENARIOS = {f.__name__: f for f in (reduce_overhead, memory_fraction, mem_pool_installed)}
 
 
 def main(argv: list[str]) -> int:

@@ -362,18 +362,6 @@ def mem_pool() -> None:
     result(inside=inside["allocated_bytes"], after=after["allocated_bytes"])
 
 
-def mem_pool_after_install() -> None:
-    vt.install()
-    try:
-        vt.mem_pool()
-    except RuntimeError as e:
-        message = str(e)
-    else:
-        raise AssertionError("mem_pool() with vmmalloc installed did not raise")
-    assert "cannot be combined with install()" in message, message
-    result(message=message)
-
-
 def ipc() -> None:
     """torch.multiprocessing cannot share vmmalloc tensors (legacy CUDA IPC);
     it fails with a message saying so instead of sharing garbage."""
@@ -579,7 +567,7 @@ def workspace_grow_during_kernel(install: str) -> None:
 
 SCENARIOS = {f.__name__: f for f in (
     train, stats, record_stream, graphs, oom, install_after_allocation, install_after_init,
-    mem_pool, mem_pool_after_install, ipc, empty_cache_no_wait, allocator_settings, unsupported,
+    mem_pool, ipc, empty_cache_no_wait, allocator_settings, unsupported,
     workspace_keeps_tensors, workspace_grow_during_kernel)}
 
 

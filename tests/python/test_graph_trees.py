@@ -1,4 +1,4 @@
-"""CUDA-graph trees and memory limits under install() (docs/pytorch.md):
+"""CUDA-graph trees, MemPool and memory limits under install() (docs/pytorch.md):
 torch.compile(mode="reduce-overhead") records, checkpoints and restores its
 graph pool through vmmalloc and computes what it computes with PyTorch's
 allocator; set_per_process_memory_fraction caps vmmalloc at run time. Each
@@ -31,3 +31,11 @@ def test_memory_fraction_caps_vmmalloc_at_run_time(scenario):
     served, an invalid fraction is refused, lifting the cap serves again."""
     r = graph_scenario(scenario, "memory_fraction")
     assert "vmmalloc" in r["message"]
+
+
+def test_mem_pool_with_install(scenario):
+    """torch.cuda.MemPool() is a vmmalloc pool: use_mem_pool, use counts,
+    memory kept for the pool and handed back on deletion, use_on_oom, and a
+    graph captured into it."""
+    r = graph_scenario(scenario, "mem_pool_installed")
+    assert r["reserved_after"] < r["reserved_with_pool"]

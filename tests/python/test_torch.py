@@ -51,10 +51,6 @@ def test_mem_pool_scope(scenario):
     assert r["inside"] >= 64 << 20
 
 
-def test_mem_pool_refused_with_install(scenario):
-    scenario("mem_pool_after_install")
-
-
 def test_multiprocessing_sharing_is_refused_clearly(scenario):
     scenario("ipc")
 

@@ -7,8 +7,8 @@
 // CUDAPluggableAllocator, which answers every hook of the interface of the
 // PyTorch it is compiled against; the hooks vmmalloc serves are overridden
 // here (graph pools and their checkpoints in torch_graph_pools.cpp), and the
-// few it cannot serve yet (memory history, MemPool creation) keep PyTorch's
-// "not supported" errors.
+// few it cannot serve yet (memory history) keep PyTorch's "not supported"
+// errors.
 //
 // Errors: out of memory is thrown as c10::OutOfMemoryError (Python sees
 // torch.OutOfMemoryError) with vmmalloc's message; other vmmalloc failures
@@ -111,6 +111,18 @@ class TorchAllocator final : public torch::cuda::CUDAPluggableAllocator::CUDAPlu
       std::shared_ptr<c10::cuda::CUDACachingAllocator::AllocatorState> pps);
   bool checkPoolLiveAllocations(c10::DeviceIndex device, MempoolId mempool_id,
                                 const std::unordered_set<void*>& expected_live_allocations);
+  // torch.cuda.MemPool (torch_graph_pools.cpp): each a vmmalloc graph pool.
+  // Both spellings of createOrIncrefPool PyTorch has used (raw and shared
+  // pointer to a pool's own allocator); whichever the header declares is
+  // the override. A pool with an allocator of its own is refused.
+  void createOrIncrefPool(c10::DeviceIndex device, MempoolId mempool_id,
+                          c10::cuda::CUDACachingAllocator::CUDAAllocator* allocator);
+  void createOrIncrefPool(
+      c10::DeviceIndex device, MempoolId mempool_id,
+      std::shared_ptr<c10::cuda::CUDACachingAllocator::CUDAAllocator> allocator);
+  int getPoolUseCount(c10::DeviceIndex device, MempoolId mempool_id);
+  void setUseOnOOM(c10::DeviceIndex device, MempoolId mempool_id, bool use_on_oom);
+  void setNoSplit(c10::DeviceIndex device, MempoolId mempool_id);
   c10::cuda::CUDACachingAllocator::ShareableHandle shareIpcHandle(void* ptr) override;
   std::shared_ptr<void> getIpcDevPtr(std::string handle) override;
   void attachOutOfMemoryObserver(
@@ -123,7 +135,7 @@ class TorchAllocator final : public torch::cuda::CUDAPluggableAllocator::CUDAPlu
   // vmmalloc's counters at the last resetAccumulatedStats: those it keeps
   // since start (counts, running byte totals) are reported less these.
   using AccumulatedBase = vmm::AllocatorStats;
-  // A graph pool of PyTorch (MempoolId) mapped to vmmalloc's (PoolId).
+  // A graph pool or MemPool of PyTorch (MempoolId) mapped to vmmalloc's (PoolId).
   struct Pool {
     std::uint64_t vmm_pool = 0;
     int use_count = 0;
@@ -149,6 +161,8 @@ class TorchAllocator final : public torch::cuda::CUDAPluggableAllocator::CUDAPlu
                             const char* what);
   void route_to_pool(int device, cudaStream_t stream);
   void end_routing_locked(int device, const MempoolId& mempool_id, std::uint64_t vmm_pool);
+  // pools_[{device, mempool_id}], its vmmalloc pool made on first use.
+  Pool& pool_locked(c10::DeviceIndex device, const MempoolId& mempool_id);
   [[noreturn]] void throw_out_of_memory(int device, size_t nbytes, const char* what);
 
   std::atomic<bool> ready_{false};  // init() ran (PyTorch's lazy CUDA init or install())

@@ -44,9 +44,8 @@ struct PoolState final : AllocatorState {
 
 }  // namespace
 
-void TorchAllocator::beginAllocateToPool(c10::DeviceIndex device, MempoolId mempool_id,
-                                         std::function<bool(cudaStream_t)> filter) {
-  std::lock_guard lock(pools_mutex_);
+TorchAllocator::Pool& TorchAllocator::pool_locked(c10::DeviceIndex device,
+                                                  const MempoolId& mempool_id) {
   Pool& pool = pools_[{device, mempool_id}];
   if (pool.vmm_pool == 0) {
     try {
@@ -54,8 +53,18 @@ void TorchAllocator::beginAllocateToPool(c10::DeviceIndex device, MempoolId memp
     } catch (const vmm::Error& e) {
       pools_.erase({device, mempool_id});
       raise_error("creating a graph pool failed", e);
+    } catch (...) {
+      pools_.erase({device, mempool_id});
+      throw;
     }
   }
+  return pool;
+}
+
+void TorchAllocator::beginAllocateToPool(c10::DeviceIndex device, MempoolId mempool_id,
+                                         std::function<bool(cudaStream_t)> filter) {
+  std::lock_guard lock(pools_mutex_);
+  Pool& pool = pool_locked(device, mempool_id);
   ++pool.use_count;
   routings_.push_back(Routing{device, mempool_id, pool.vmm_pool, std::move(filter)});
   active_routings_.store(routings_.size(), std::memory_order_release);
@@ -123,6 +132,62 @@ void TorchAllocator::releasePool(c10::DeviceIndex device, MempoolId mempool_id) 
   }
 }
 
+
+// ------------------------------------------------------------ MemPool
+
+void TorchAllocator::createOrIncrefPool(c10::DeviceIndex device, MempoolId mempool_id,
+                                        c10::cuda::CUDACachingAllocator::CUDAAllocator* allocator) {
+  if (allocator != nullptr && allocator != this) {
+    throw_error(
+        "vmmalloc: torch.cuda.MemPool(allocator=...) is not supported with vmmalloc installed "
+        "(its pools map their own memory); use torch.cuda.MemPool() or "
+        "vmmalloc.torch.mem_pool(), a vmmalloc pool");
+  }
+  std::lock_guard lock(pools_mutex_);
+  ++pool_locked(device, mempool_id).use_count;
+}
+
+void TorchAllocator::createOrIncrefPool(
+    c10::DeviceIndex device, MempoolId mempool_id,
+    std::shared_ptr<c10::cuda::CUDACachingAllocator::CUDAAllocator> allocator) {
+  createOrIncrefPool(device, mempool_id, allocator.get());
+}
+
+int TorchAllocator::getPoolUseCount(c10::DeviceIndex device, MempoolId mempool_id) {
+  std::lock_guard lock(pools_mutex_);
+  auto it = pools_.find({device, mempool_id});
+  return it == pools_.end() ? 0 : it->second.use_count;
+}
+
+void TorchAllocator::setUseOnOOM(c10::DeviceIndex device, MempoolId mempool_id, bool use_on_oom) {
+  std::uint64_t vmm_pool = 0;
+  {
+    std::lock_guard lock(pools_mutex_);
+    auto it = pools_.find({device, mempool_id});
+    if (it == pools_.end()) {
+      if (!use_on_oom) return;  // MemPool's destructor after the pool went
+      throw_error(message("vmmalloc: setUseOnOOM: cuda:", device, " has no pool (",
+                          mempool_id.first, ", ", mempool_id.second, ")"));
+    }
+    vmm_pool = it->second.vmm_pool;
+  }
+  try {
+    vmm::Allocator::instance(device).set_pool_use_on_oom(vmm_pool, use_on_oom);
+  } catch (const vmm::Error& e) {
+    raise_error("setUseOnOOM", e);
+  }
+}
+
+void TorchAllocator::setNoSplit(c10::DeviceIndex device, MempoolId mempool_id) {
+  const std::uint64_t vmm_pool = vmm_pool_of(device, mempool_id, "setNoSplit");
+  try {
+    vmm::Allocator::instance(device).set_pool_no_split(vmm_pool);
+  } catch (const vmm::Error& e) {
+    raise_error("setNoSplit", e);
+  }
+}
+
+// ------------------------------------------------------------ checkpoints
 
 std::uint64_t TorchAllocator::vmm_pool_of(c10::DeviceIndex device, const MempoolId& mempool_id,
                                           const char* what) {
