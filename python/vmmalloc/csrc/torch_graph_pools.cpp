@@ -1,7 +1,9 @@
 // The adapter's graph pools: PyTorch's MempoolId routed to vmmalloc's graph
-// pools (beginAllocateToPool .. endAllocateToPool, releasePool), and the
-// checkpoints CUDA-graph trees take of them (torch.compile with
-// mode="reduce-overhead"; torch/_inductor/cudagraph_trees.py):
+// pools (beginAllocateToPool .. endAllocateToPool, releasePool), the
+// torch.cuda.MemPools made over them (createOrIncrefPool, getPoolUseCount,
+// setUseOnOOM, setNoSplit), and the checkpoints CUDA-graph trees take of
+// them (torch.compile with mode="reduce-overhead";
+// torch/_inductor/cudagraph_trees.py):
 //
 //   getCheckpointState     the pool's live blocks now (vmm::PoolCheckpoint)
 //   setCheckpointPoolState frees the pool's live blocks and makes the
