@@ -163,9 +163,7 @@ PoolId Allocator::create_pool() { return heap_->create_pool(); }
 void Allocator::begin_pool(PoolId pool, Stream stream) { heap_->begin_pool(pool, stream); }
 void Allocator::end_pool(PoolId pool) { heap_->end_pool(pool); }
 void Allocator::release_pool(PoolId pool) { heap_->release_pool(pool); }
-
 void Allocator::set_pool_use_on_oom(PoolId pool, bool on) { heap_->set_pool_use_on_oom(pool, on); }
-
 void Allocator::set_pool_no_split(PoolId pool) { heap_->set_pool_no_split(pool); }
 PoolCheckpoint Allocator::checkpoint_pool(PoolId pool) const { return heap_->checkpoint_pool(pool); }
 CheckpointDelta Allocator::restore_pool(const PoolCheckpoint& checkpoint) {
