@@ -6,6 +6,13 @@ from __future__ import annotations
 
 from table_format import GIB, MIB, fmt_bytes, fmt_value  # noqa: F401
 
+
+def checklist(subject: str, checks: list[tuple[bool, str]]) -> list[str]:
+    """'**Target met? yes|no** (subject):' then one 'met'/'MISSED' line per check."""
+    met = all(ok for ok, _ in checks)
+    head = f"**Target met? {'yes' if met else 'no'}**" + (f" ({subject}):" if subject else ":")
+    return [head, ""] + [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
+
 # The workspace_growth targets (issue 2): peak = final size plus at most the
 # rounding of the final size up to the 2 MiB mapping granularity; every
 # resize under 0.5 ms of host time, none waiting for the queued work; the
@@ -41,9 +48,7 @@ def workspace_growth_verdict(doc: dict) -> list[str]:
         (bool(ws["address_stable"]),
          "base address unchanged" if ws["address_stable"] else "base address moved"),
     ]
-    met = all(ok for ok, _ in checks)
-    lines = [f"**Target met? {'yes' if met else 'no'}** ({VMMALLOC_WORKSPACE}):", ""]
-    lines += [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
+    lines = checklist(VMMALLOC_WORKSPACE, checks)
 
     others = [r for name, r in rows.items() if name != VMMALLOC_WORKSPACE]
     if others:
@@ -156,9 +161,7 @@ def alloc_latency_verdict(doc: dict) -> list[str]:
                        f"{label}: {mine:,.0f} pairs/s, {ratio:,.1f}x `{TORCH_CACHING}`'s "
                        f"{theirs:,.0f} (target >= {MIN_MT_SPEEDUP:.0f}x)"))
 
-    met = all(ok for ok, _ in checks)
-    lines = [f"**Target met? {'yes' if met else 'no'}** ({VMMALLOC}):", ""]
-    lines += [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
+    lines = checklist(VMMALLOC, checks)
     lines.append("")
     lines += _alloc_latency_pivot(rows, 1, "ns_per_pair_median",
                                   "Median ns per allocate+free pair, 1 thread:")
@@ -293,9 +296,7 @@ def torch_workspace_verdict(doc: dict) -> list[str]:
                            f"`{VMMALLOC}` slowest resize {slowest:.3f} ms, {ratio:.1f}x faster than "
                            f"`torch-expandable`'s {theirs:.3f} ms "
                            f"(target >= {TORCH_WS_INSTALLED_MIN_SPEEDUP:.0f}x)"))
-    met = all(ok for ok, _ in checks)
-    lines = [f"**Target met? {'yes' if met else 'no'}**:", ""]
-    return lines + [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
+    return checklist("", checks)
 
 
 # The torch_train targets (issue 4): vmmalloc's tokens/s at least 0.99x
@@ -322,9 +323,7 @@ def torch_train_verdict(doc: dict) -> list[str]:
                                        f"{fmt_bytes(theirs)} (target <=)"))
     elif vm is not None:
         checks.append((False, "no `torch-expandable` row to compare with"))
-    met = all(ok for ok, _ in checks)
-    lines = [f"**Target met? {'yes' if met else 'no'}** ({VMMALLOC}):", ""]
-    return lines + [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
+    return checklist(VMMALLOC, checks)
 
 
 # The preload targets (issue 5): under the interposer, at least 0.95x the
@@ -346,9 +345,7 @@ def preload_verdict(doc: dict) -> list[str]:
         mine, theirs = int(vm["peak_device_bytes"]), int(default["peak_device_bytes"])
         checks.append((mine <= theirs, f"peak device memory {fmt_bytes(mine)} vs `torch-default`'s "
                                        f"{fmt_bytes(theirs)} (target <=)"))
-    met = all(ok for ok, _ in checks)
-    lines = ["**Target met? " + ("yes" if met else "no") + "** (vmmalloc-preload):", ""]
-    return lines + [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
+    return checklist("vmmalloc-preload", checks)
 
 
 # The ddp_train targets (issue 8): vmmalloc's tokens/s at least 0.98x
@@ -371,9 +368,7 @@ def ddp_train_verdict(doc: dict) -> list[str]:
         mine, theirs = int(vm["peak_device_bytes_max_rank"]), int(exp["peak_device_bytes_max_rank"])
         checks.append((mine <= theirs, f"peak device memory (largest rank) {fmt_bytes(mine)} vs "
                                        f"`torch-expandable`'s {fmt_bytes(theirs)} (target <=)"))
-    met = all(ok for ok, _ in checks)
-    lines = [f"**Target met? {'yes' if met else 'no'}** ({VMMALLOC}):", ""]
-    return lines + [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
+    return checklist(VMMALLOC, checks)
 
 
 # The sleep_wake targets (issue 22): vmmalloc at >= 0.9x the link limit
@@ -402,9 +397,7 @@ def sleep_wake_verdict(doc: dict) -> list[str]:
         checks.append((freed >= live, f"device memory freed by the sleep {fmt_bytes(freed)} "
                                       f"(target >= the live bytes: cached ones go too)"))
         checks.append((bool(vm["data_ok"]), "every tensor's bytes kept across the cycles"))
-    met = all(ok for ok, _ in checks)
-    lines = [f"**Target met? {'yes' if met else 'no'}** ({VMMALLOC}):", ""]
-    return lines + [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
+    return checklist(VMMALLOC, checks)
 
 
 # The rl_colocate targets (issue 22): with each idle phase asleep, the peak
@@ -428,9 +421,7 @@ def rl_colocate_verdict(doc: dict) -> list[str]:
         checks.append((bool(slept.get("same_tokens")), "generated tokens identical"))
         checks.append((int(slept["graph_recaptures"]) == 0,
                        f"graph recaptures {slept['graph_recaptures']} (target 0)"))
-    met = all(ok for ok, _ in checks)
-    lines = ["**Target met? " + ("yes" if met else "no") + "** (`vmmalloc-sleep`):", ""]
-    return lines + [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
+    return checklist("`vmmalloc-sleep`", checks)
 
 
 # The torch_compile targets (issue 20): vmmalloc's tokens/s >= 0.99x
@@ -453,9 +444,7 @@ def torch_compile_verdict(doc: dict) -> list[str]:
         checks.append((peak <= exp_peak, f"peak {fmt_bytes(peak)} vs `torch-expandable`'s "
                                          f"{fmt_bytes(exp_peak)} (target <=)"))
         checks.append((bool(vm.get("outputs_match")), "outputs equal to `torch-default`'s"))
-    met = all(ok for ok, _ in checks)
-    lines = [f"**Target met? {'yes' if met else 'no'}** ({VMMALLOC}):", ""]
-    return lines + [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
+    return checklist(VMMALLOC, checks)
 
 
 VERDICTS = {
