@@ -9,14 +9,13 @@ Prints ``RESULT {json}`` as its last line; exit 0 means its checks passed.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
 import torch
 
 import vmmalloc.torch as vt
-from scenarios import MIB, deterministic, result, small_transformer
+from scenarios import MIB, deterministic, main, result, small_transformer
 
 
 def _install(allocator: str) -> None:
@@ -202,15 +201,5 @@ def mem_pool_installed() -> None:
 SCENARIOS = {f.__name__: f for f in (reduce_overhead, memory_fraction, mem_pool_installed)}
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 1 or argv[0] not in SCENARIOS:
-        print(f"usage: graph_scenarios.py NAME [ARG...]; NAME one of {', '.join(sorted(SCENARIOS))}",
-              file=sys.stderr)
-        return 2
-    SCENARIOS[argv[0]](*argv[1:])
-    return 0
-
-
 if __name__ == "__main__":
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:], SCENARIOS, "graph_scenarios.py"))

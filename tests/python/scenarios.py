@@ -571,15 +571,18 @@ SCENARIOS = {f.__name__: f for f in (
     workspace_keeps_tensors, workspace_grow_during_kernel)}
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 1 or argv[0] not in SCENARIOS:
-        print(f"usage: scenarios.py NAME [ARG...]; NAME one of {', '.join(sorted(SCENARIOS))}",
+def main(argv: list[str], scenarios: dict | None = None, prog: str = "scenarios.py") -> int:
+    """Runs scenario argv[0] of `scenarios` (default: this file's) with the
+    rest as its arguments; the scenario files' common command line."""
+    scenarios = SCENARIOS if scenarios is None else scenarios
+    if len(argv) < 1 or argv[0] not in scenarios:
+        print(f"usage: {prog} NAME [ARG...]; NAME one of {', '.join(sorted(scenarios))}",
               file=sys.stderr)
         return 2
-    SCENARIOS[argv[0]](*argv[1:])
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    scenarios[argv[0]](*argv[1:])
     return 0
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     sys.exit(main(sys.argv[1:]))

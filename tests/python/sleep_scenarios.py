@@ -14,7 +14,7 @@ import sys
 import torch
 
 import vmmalloc.torch as vt
-from scenarios import deterministic, result, sleep_ms, small_transformer
+from scenarios import deterministic, main, result, sleep_ms, small_transformer
 
 MIB = 1 << 20
 
@@ -129,13 +129,5 @@ def train(sleeping: str) -> None:
 SCENARIOS = {f.__name__: f for f in (tensors, graph, train)}
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 1 or argv[0] not in SCENARIOS:
-        print(f"usage: sleep_scenarios.py {'|'.join(SCENARIOS)} [ARG...]", file=sys.stderr)
-        return 2
-    SCENARIOS[argv[0]](*argv[1:])
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:], SCENARIOS, "sleep_scenarios.py"))
