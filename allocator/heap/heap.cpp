@@ -121,9 +121,9 @@ heap::UsageCounters::Usage Heap::usage_now() const {
   return u;
 }
 
-heap::UsageCounters::Totals Heap::current_usage() const {
-  const heap::UsageCounters::Figures all = usage_now().of[heap::UsageCounters::kAll];
-  return {all.current[heap::UsageCounters::kBytes], all.current[heap::UsageCounters::kRequested]};
+std::size_t Heap::allocated_now() const {
+  return static_cast<std::size_t>(
+      usage_now().of[heap::UsageCounters::kAll].current[heap::UsageCounters::kBytes]);
 }
 
 void Heap::activate(Block* b, std::size_t requested) {

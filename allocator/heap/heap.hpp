@@ -213,8 +213,8 @@ class Heap {
   // Every usage figure now: published plus every cache's counts, per size
   // kind and summed (of[kAll]); clamped at 0 while other threads count.
   heap::UsageCounters::Usage usage_now() const;
-  // Bytes allocated and requested now, of every kind (from usage_now()).
-  heap::UsageCounters::Totals current_usage() const;
+  // Bytes allocated now, of every kind (from usage_now()).
+  std::size_t allocated_now() const;
   // A thread exits: its cache's blocks go to the free index. LiveHeaps' lock held.
   void adopt_cache(ThreadCache& tc);
 

@@ -139,7 +139,7 @@ std::size_t Heap::empty_cache() {
 }
 
 std::size_t Heap::free_held_locked() const {
-  const auto allocated = static_cast<std::size_t>(current_usage().allocated);
+  const auto allocated = allocated_now();
   const std::size_t free_mapped = mapped_bytes_ > allocated ? mapped_bytes_ - allocated : 0;
   return free_mapped + context_.pool().stats().cached_bytes;
 }
@@ -150,7 +150,7 @@ std::size_t Heap::recent_demand() {
   constexpr auto kDemandBucketTicks =
       static_cast<std::uint32_t>(heap::kDemandWindow / heap::kTrimInterval / heap::kDemandBuckets);
   const std::uint32_t tick = caches_.advance_clock();
-  const std::size_t peak = usage_.take_demand_peak(current_usage().allocated);
+  const std::size_t peak = usage_.take_demand_peak(static_cast<std::int64_t>(allocated_now()));
   std::lock_guard lock(demand_mutex_);
   if (tick % kDemandBucketTicks == 0) {
     demand_slot_ = (demand_slot_ + 1) % heap::kDemandBuckets;
@@ -167,7 +167,7 @@ std::size_t Heap::background_trim() {
   // Held (mapped + cached) beyond the recent peak demand plus the cache
   // limit goes: the free memory above the limit that the peak would not use.
   auto excess = [&] {
-    const auto allocated = static_cast<std::size_t>(current_usage().allocated);
+    const auto allocated = allocated_now();
     const std::size_t held = mapped_bytes_ + context_.pool().stats().cached_bytes;
     const std::size_t keep = context_.pool().cache_limit() + std::max(demand, allocated);
     return held > keep ? held - keep : 0;
@@ -260,7 +260,7 @@ std::string Heap::oom_message_locked(std::size_t bytes, std::size_t rounded, Poo
     info = backend_.memory_info();
   } catch (const Error&) {
   }
-  const auto allocated = static_cast<std::size_t>(current_usage().allocated);
+  const auto allocated = allocated_now();
   const std::size_t free_mapped = mapped_bytes_ > allocated ? mapped_bytes_ - allocated : 0;
   const std::size_t cached = free_mapped + a.pool.cached_bytes;
   const std::size_t pending = a.reclaimer.pending_bytes;

@@ -97,11 +97,6 @@ class UsageCounters {
   struct Peaks {
     std::int64_t of[kSizeKinds + 1][kQuantities] = {};
   };
-  // The current bytes and requested bytes of every kind together.
-  struct Totals {
-    std::int64_t allocated = 0;
-    std::int64_t requested = 0;
-  };
 
   // Counts an allocation or a free of a block of `bytes` (rounded) of which
   // `requested` were asked for, through `local`, or straight into the

@@ -162,17 +162,9 @@ int TorchAllocator::getPoolUseCount(c10::DeviceIndex device, MempoolId mempool_i
 }
 
 void TorchAllocator::setUseOnOOM(c10::DeviceIndex device, MempoolId mempool_id, bool use_on_oom) {
-  std::uint64_t vmm_pool = 0;
-  {
-    std::lock_guard lock(pools_mutex_);
-    auto it = pools_.find({device, mempool_id});
-    if (it == pools_.end()) {
-      if (!use_on_oom) return;  // MemPool's destructor after the pool went
-      throw_error(message("vmmalloc: setUseOnOOM: cuda:", device, " has no pool (",
-                          mempool_id.first, ", ", mempool_id.second, ")"));
-    }
-    vmm_pool = it->second.vmm_pool;
-  }
+  // MemPool's destructor switches it off, also after the pool went: nothing to do then.
+  if (!use_on_oom && getPoolUseCount(device, mempool_id) == 0) return;
+  const std::uint64_t vmm_pool = vmm_pool_of(device, mempool_id, "setUseOnOOM");
   try {
     vmm::Allocator::instance(device).set_pool_use_on_oom(vmm_pool, use_on_oom);
   } catch (const vmm::Error& e) {
